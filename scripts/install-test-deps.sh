@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Installs the Debian packages the test suite needs, and nothing when they are all present
+# (so a machine that has them needs no network). Run as root.
+set -euo pipefail
+
+packages=(
+  iproute2      # ip netns / ip link: the integration tests build their namespaces with it
+  iputils-ping  # reachability checks inside the namespaces
+)
+
+missing=()
+for package in "${packages[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q '^install ok installed$'; then
+    missing+=("$package")
+  fi
+done
+
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "test dependencies: all present (${packages[*]})"
+  exit 0
+fi
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "test dependencies missing (${missing[*]}) and not root: run as root to install them" >&2
+  exit 1
+fi
+
+echo "test dependencies: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}"
