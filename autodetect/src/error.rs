@@ -4,6 +4,7 @@ use std::net::IpAddr;
 
 use crate::Family;
 use crate::method::VALID_FORMS;
+use crate::select::Consideration;
 
 /// A malformed `IP_AUTODETECTION_METHOD` / `IP6_AUTODETECTION_METHOD`.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -36,7 +37,11 @@ pub enum DetectError {
         method: String,
         /// A one-line summary of why every interface was passed over.
         why: String,
+        /// Every interface and address looked at, with its verdict.
+        considered: Vec<Consideration>,
     },
+    #[error("{method} cannot work here: {reason}")]
+    Unavailable { method: String, reason: String },
     #[error(
         "{method}: the kernel would reach {destination} from {source_address}, but no interface holds {source_address}"
     )]

@@ -26,10 +26,18 @@
 
 pub mod error;
 pub mod method;
+pub mod netlink;
+pub mod probe;
+pub mod select;
+pub mod setting;
 pub mod snapshot;
 
 pub use error::{DetectError, MethodError, SettingError};
 pub use method::Method;
+pub use netlink::read_snapshot;
+pub use probe::SystemEnvironment;
+pub use select::{Consideration, Detection, Environment, Verdict, decide, detect};
+pub use setting::AddressSetting;
 pub use snapshot::{Interface, InterfaceAddress, Snapshot};
 
 use std::fmt;

@@ -138,7 +138,8 @@ fn parse_patterns(name: &str, value: &str) -> Result<Vec<NamePattern>, String> {
         .map(|item| {
             NamePattern::new(item).map_err(|error| {
                 let detail = error.to_string();
-                let reason = detail.lines().last().unwrap_or("invalid").trim();
+                let last = detail.lines().last().unwrap_or("invalid").trim();
+                let reason = last.strip_prefix("error: ").unwrap_or(last);
                 format!("\"{item}\" in \"{name}=\" is not a valid regular expression ({reason})")
             })
         })
