@@ -1,0 +1,43 @@
+//! The integration harness: throwaway network namespaces, wired with veth pairs and bridges,
+//! in which tests run tortie's real binaries (and, later, real BGP peers and CNI plugins).
+//!
+//! What it guarantees, so that tests can run in parallel threads (cargo's default) and in
+//! parallel processes on a shared machine:
+//!
+//! - Every namespace is a [`Netns`] guard with a name unique to the process and the test
+//!   (a tag, the process id and a counter), deleted on drop — also when the test panics.
+//! - Links are only ever created inside such namespaces ([`veth`] creates both ends directly
+//!   in their namespaces), so nothing touches the root namespace, no link name can clash
+//!   with another test's, and deleting the namespaces removes every link.
+//! - Only documentation and benchmarking addresses are configured ([`addresses`]), so no
+//!   test can send traffic anywhere real.
+//! - Every process runs with a timeout ([`Exec::run_in`]) or under a guard that kills it on
+//!   drop ([`Process`]); all kills are by process id (the child's own process group).
+//! - Waiting is polling with a deadline that reports what it last saw ([`wait_until`]),
+//!   never a fixed sleep.
+//!
+//! Tests need root. A test that cannot run fails and says why; it never passes silently.
+//! Declare process guards after the namespaces they run in, so they drop (and kill) first.
+
+pub mod addresses;
+pub mod binaries;
+pub mod netns;
+pub mod process;
+pub mod wait;
+
+pub use addresses::{TEST_NETWORKS, is_test_address};
+pub use binaries::{bin_dir, binary, tortie_node};
+pub use netns::{LinkState, Netns, veth};
+pub use process::{Exec, Output, Process, run_in};
+pub use wait::wait_until;
+
+/// Fails the calling test unless the process runs as root, which creating namespaces and
+/// links needs. Called by [`Netns::new`], so every test that builds a namespace checks it.
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    assert!(
+        euid == 0,
+        "integration tests need root: run make test as root (effective uid is {euid})"
+    );
+}
