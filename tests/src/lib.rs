@@ -18,6 +18,32 @@
 //!
 //! Tests need root. A test that cannot run fails and says why; it never passes silently.
 //! Declare process guards after the namespaces they run in, so they drop (and kill) first.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tortie_tests::{Exec, Netns, run_in, tortie_node, veth, wait_until};
+//!
+//! // Two nodes joined by a veth pair, each end created in its own namespace.
+//! let a = Netns::new("demo-a");
+//! let b = Netns::new("demo-b");
+//! veth(&a, "eth0", &b, "eth0");
+//! a.add_address("eth0", "198.51.100.1/24");
+//! b.add_address("eth0", "198.51.100.2/24");
+//! a.link_up("eth0");
+//! b.link_up("eth0");
+//! a.wait_carrier("eth0");
+//!
+//! // A command run to completion inside a namespace (killed if it outlives its timeout).
+//! let detected = run_in(&a, tortie_node(), ["autodetect", "-o", "json"], &[("IP", "autodetect")]);
+//! assert!(detected.success(), "{detected}");
+//!
+//! // A long-running process, killed when the guard drops; its output, polled.
+//! let pinger = Exec::new("ping").args(["-c", "1000", "198.51.100.2"]).spawn_in(&a);
+//! wait_until(Duration::from_secs(30), "b answers a's ping", || {
+//!     let seen = pinger.stdout_so_far();
+//!     if seen.contains("bytes from 198.51.100.2") { Ok(()) } else { Err(seen) }
+//! });
+//! ```
 
 pub mod addresses;
 pub mod binaries;

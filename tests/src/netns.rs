@@ -6,9 +6,11 @@
 //! and moved), so no test ever sees another's links.
 
 use std::fmt;
+use std::fs;
+use std::path::Path;
 use std::process;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, Once};
 use std::time::Duration;
 
 use crate::addresses::check_test_cidr;
@@ -23,6 +25,9 @@ static CREATED: AtomicU32 = AtomicU32::new(0);
 /// on a machine makes `/run/netns` a shared bind mount of itself; two racing at that moment
 /// can stack two such mounts and hide each other's namespaces.
 static NAMESPACE_CHANGES: Mutex<()> = Mutex::new(());
+
+/// Whether this process has looked for namespaces that killed test processes left behind.
+static SWEPT: Once = Once::new();
 
 /// The longest tag kept in a name: names stay short enough to read in `ip netns list`.
 const MAX_TAG_LEN: usize = 12;
@@ -59,6 +64,7 @@ impl Netns {
         );
         {
             let _changing = lock_namespace_changes();
+            SWEPT.call_once(sweep_orphans_locked);
             let added = ip_here(&["netns", "add", &name]);
             if !added.success() && added.stderr.contains("File exists") {
                 // Left behind by an earlier process that had our pid and was killed before
@@ -251,6 +257,51 @@ impl fmt::Display for LinkState {
     }
 }
 
+/// Deletes the namespaces this harness created in processes that no longer exist: a test
+/// process killed outright (SIGKILL, a CI timeout) never runs its guards. Only names of the
+/// form `tt-<tag>-<pid>-<n>` whose pid is gone are touched, so namespaces of running tests
+/// (here or in another process) and anyone else's are left alone. [`Netns::new`] does this
+/// once per process.
+pub fn sweep_orphans() {
+    let _changing = lock_namespace_changes();
+    sweep_orphans_locked();
+}
+
+fn sweep_orphans_locked() {
+    let Ok(entries) = fs::read_dir("/run/netns") else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = owner_pid(&name) else {
+            continue;
+        };
+        if pid == process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        eprintln!("note: deleting netns {name}, left behind by test process {pid}, now gone");
+        match Exec::new("ip")
+            .args(["netns", "del", name.as_str()])
+            .try_run_here()
+        {
+            Ok(output) if output.success() => {}
+            Ok(output) => eprintln!("warning: could not delete netns {name}: {output}"),
+            Err(timed_out) => eprintln!("warning: could not delete netns {name}: {timed_out}"),
+        }
+    }
+}
+
+/// The pid in a name [`Netns::new`] made (`tt-<tag>-<pid>-<n>`), or `None` for any other
+/// name.
+fn owner_pid(name: &str) -> Option<u32> {
+    let mut parts = name.strip_prefix("tt-")?.rsplitn(3, '-');
+    let counter = parts.next()?;
+    let pid = parts.next()?;
+    parts.next()?;
+    counter.parse::<u32>().ok()?;
+    pid.parse().ok()
+}
+
 #[track_caller]
 fn check_link_name(name: &str) {
     assert!(
@@ -276,6 +327,16 @@ fn lock_namespace_changes() -> std::sync::MutexGuard<'static, ()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_harness_names_have_an_owner() {
+        assert_eq!(owner_pid("tt-lab-a-4242-7"), Some(4242));
+        assert_eq!(owner_pid("tt--4242-0"), Some(4242));
+        assert_eq!(owner_pid("tt-4242-0"), None);
+        assert_eq!(owner_pid("tt-lab-x-0"), None);
+        assert_eq!(owner_pid("red"), None);
+        assert_eq!(owner_pid("ttx-a-1-2"), None);
+    }
 
     #[test]
     fn parses_ip_link_show() {

@@ -259,18 +259,17 @@ impl Exec {
 }
 
 /// Runs `program args` inside `netns` with `env` added to the environment, to completion
-/// within [`DEFAULT_TIMEOUT`]. Shorthand for [`Exec`].
+/// within [`DEFAULT_TIMEOUT`]. Shorthand for [`Exec`], which also removes variables, feeds
+/// stdin and sets other timeouts.
 #[track_caller]
-pub fn run_in<A, K, V>(netns: &Netns, program: impl AsRef<OsStr>, args: A, env: &[(K, V)]) -> Output
+pub fn run_in<A>(netns: &Netns, program: impl AsRef<OsStr>, args: A, env: &[(&str, &str)]) -> Output
 where
     A: IntoIterator,
     A::Item: AsRef<OsStr>,
-    K: AsRef<OsStr>,
-    V: AsRef<OsStr>,
 {
     Exec::new(program)
         .args(args)
-        .envs(env.iter().map(|(key, value)| (key, value)))
+        .envs(env.iter().copied())
         .run_in(netns)
 }
 

@@ -633,24 +633,33 @@ fn ip_none_means_no_ipv4() {
 
 #[test]
 fn ipv6_is_detected_when_ip6_is_autodetect() {
+    // eth0 (dual stack), ens1 (IPv6 only), lb0 (a /128 VIP), in that order.
     let node = Netns::new("v6");
     let network = Netns::new("v6-net");
     veth(&node, "eth0", &network, "p-eth0");
     network.link_up("p-eth0");
+    network.add_address("p-eth0", "2001:db8::1/64");
     node.add_address("eth0", "198.51.100.10/24");
     node.add_address("eth0", "2001:db8::10/64");
     node.link_up("eth0");
+    veth(&node, "ens1", &network, "p-ens1");
+    network.link_up("p-ens1");
+    network.add_address("p-ens1", "2001:db8:1::1/64");
+    node.add_address("ens1", "2001:db8:1::10/64");
+    node.link_up("ens1");
     veth(&node, "lb0", &network, "p-lb0");
     network.link_up("p-lb0");
     node.add_address("lb0", "2001:db8:ffff::1/128");
     node.link_up("lb0");
-    node.wait_carrier("eth0");
-    node.wait_carrier("lb0");
-    let v6 = Family::V6;
+    for link in ["eth0", "ens1", "lb0"] {
+        node.wait_carrier(link);
+    }
+    let (v4, v6) = (Family::V4, Family::V6);
 
     let detected = detect(&node, &[("IP6", "autodetect")]);
-    detected.assert_chosen(Family::V4, "198.51.100.10/24", Some("eth0"), "first-found");
-    detected.assert_chosen(v6, "2001:db8::10/64", Some("eth0"), "first-found");
+    detected.assert_chosen(v4, "198.51.100.10/24", Some("eth0"), "first-found");
+    detected.assert_considered(v4, "ens1", None, Verdict::Skipped, "no IPv4 address");
+    detected.assert_chosen(v6, "2001:db8:1::10/64", Some("ens1"), "first-found");
     detected.assert_considered(
         v6,
         "lb0",
@@ -658,6 +667,7 @@ fn ipv6_is_detected_when_ip6_is_autodetect() {
         Verdict::Skipped,
         "/128",
     );
+    detected.assert_considered(v6, "eth0", Some("2001:db8::10/64"), Verdict::Candidate, "");
 
     let by_cidr = detect(
         &node,
@@ -673,6 +683,21 @@ fn ipv6_is_detected_when_ip6_is_autodetect() {
         by_cidr.output
     );
     by_cidr.assert_chosen(v6, "2001:db8::10/64", Some("eth0"), "cidr=2001:db8::/64");
+
+    for (destination, address, interface) in [
+        ("2001:db8::1", "2001:db8::10/64", "eth0"),
+        ("2001:db8:1::1", "2001:db8:1::10/64", "ens1"),
+    ] {
+        let method = format!("can-reach={destination}");
+        let reached = detect(
+            &node,
+            &[("IP6", "autodetect"), ("IP6_AUTODETECTION_METHOD", &method)],
+        );
+        reached.assert_chosen(v6, address, Some(interface), &method);
+    }
+
+    let given = detect(&node, &[("IP6", "2001:db8::10")]);
+    given.assert_chosen(v6, "2001:db8::10/64", Some("eth0"), "IP6=2001:db8::10");
 
     let off = detect(&node, &[("IP6", "none")]);
     assert!(off.report.ipv6.is_none(), "IP6=none:\n{}", off.output);

@@ -4,6 +4,7 @@
 
 use std::panic::{self, AssertUnwindSafe};
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use tortie_tests::{Exec, Netns, run_in, veth, wait_until};
@@ -181,4 +182,39 @@ fn binaries_are_looked_up_next_to_the_test_executable() {
         message.contains("cargo build --workspace --bins"),
         "{message}"
     );
+}
+
+/// Deletes a namespace made outside the harness, if it is still there.
+struct RawNetns(String);
+
+impl RawNetns {
+    fn add(name: String) -> RawNetns {
+        let status = Command::new("ip").args(["netns", "add", &name]).status();
+        assert!(status.is_ok_and(|s| s.success()), "ip netns add {name}");
+        RawNetns(name)
+    }
+}
+
+impl Drop for RawNetns {
+    fn drop(&mut self) {
+        if namespace_exists(&self.0) {
+            let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+        }
+    }
+}
+
+#[test]
+fn namespaces_left_by_a_killed_test_process_are_swept() {
+    let helper = Netns::new("sweep");
+    let short_lived = Exec::new("true").spawn_in(&helper);
+    let dead_pid = short_lived.pid();
+    short_lived.wait(Duration::from_secs(30)).expect_success();
+    assert!(!process_exists(dead_pid));
+
+    let orphan = RawNetns::add(format!("tt-orphan-{dead_pid}-0"));
+    // pid 1 is always alive: its namespaces are somebody's running test.
+    let alive = RawNetns::add(format!("tt-alive{}-1-0", std::process::id()));
+    tortie_tests::netns::sweep_orphans();
+    assert!(!namespace_exists(&orphan.0), "{} should be swept", orphan.0);
+    assert!(namespace_exists(&alive.0), "{} should be kept", alive.0);
 }
