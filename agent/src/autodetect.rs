@@ -79,8 +79,9 @@ fn plan(args: &AddressArgs) -> Result<[FamilyPlan; 2], Failure> {
     };
     if v4.setting == AddressSetting::Disabled && v6.setting == AddressSetting::Disabled {
         return Err(Failure::Config(format!(
-            "IP=\"{}\" and IP6=\"{}\" leave no address family: set IP to autodetect or an \
-             address, or IP6=autodetect",
+            "IP=\"{}\" and IP6=\"{}\" leave no address family to detect; valid forms: IP \
+             empty, \"autodetect\" or \"a.b.c.d[/len]\", or IP6 \"autodetect\" or \
+             \"addr[/len]\"",
             args.ip, args.ip6
         )));
     }

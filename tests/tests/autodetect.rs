@@ -722,6 +722,8 @@ fn malformed_settings_exit_2_with_one_line_naming_the_bad_part() {
         (&[("IP_AUTODETECTION_METHOD", "interface=eth[")], "eth["),
         (&[("IP_AUTODETECTION_METHOD", "can-reach=")], "can-reach="),
         (&[("IP", "300.1.2.3")], "300.1.2.3"),
+        // Both families off: Calico refuses to start; so do we, saying why.
+        (&[("IP", "none"), ("IP6", "none")], "no address family"),
         (
             &[
                 ("IP6", "autodetect"),
