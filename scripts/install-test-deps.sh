@@ -6,6 +6,9 @@ set -euo pipefail
 packages=(
   iproute2      # ip netns / ip link: the integration tests build their namespaces with it
   iputils-ping  # reachability checks inside the namespaces
+  bird2         # BGP peers the speaker is tested against (BIRD 2, FRR's bgpd, GoBGP):
+  frr           # the harness runs its own instances in the foreground inside test
+  gobgpd        # namespaces, whatever the packages' system services do
 )
 
 missing=()

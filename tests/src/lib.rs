@@ -47,14 +47,19 @@
 
 pub mod addresses;
 pub mod binaries;
+pub mod lan;
 pub mod netns;
+pub mod peers;
 pub mod process;
+pub mod scratch;
 pub mod wait;
 
 pub use addresses::{TEST_NETWORKS, is_test_address};
 pub use binaries::{bin_dir, binary, tortie_node};
+pub use lan::Lan;
 pub use netns::{LinkState, Netns, veth};
 pub use process::{Exec, Output, Process, run_in};
+pub use scratch::ScratchDir;
 pub use wait::wait_until;
 
 /// Fails the calling test unless the process runs as root, which creating namespaces and
