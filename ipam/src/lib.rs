@@ -1,0 +1,86 @@
+//! Pod addresses, Calico's way: pools cut into blocks, blocks owned by nodes.
+//!
+//! Read this first. The rest of the crate is the detail.
+//!
+//! # What is stored, and who owns it
+//!
+//! | kind | one per | written by |
+//! |---|---|---|
+//! | [`IPPool`] | range of pod addresses | the operator (`tortiectl pool create`) |
+//! | [`IPAMConfig`] | cluster (`default`) | the operator |
+//! | [`IPReservation`] | set of addresses never handed out automatically | the operator |
+//! | [`BlockAffinity`] | (node, block) | the node that claims the block |
+//! | [`IPAMBlock`] | block (/26 by default) | any node; in practice the owner, plus borrowers |
+//! | [`IPAMHandle`] | pod interface or tunnel | whoever assigns or releases for it |
+//!
+//! A block's allocations are the only record of who holds an address: an address is held
+//! exactly when its slot in its block says so, and a block is one object, so "never one
+//! address for two pods" is the store's compare-and-swap on that one object. Everything else
+//! (handles, affinities) is an index that lets release and lookup avoid scanning, and may lag
+//! behind after a crash; [`Ipam::check`] reports the lag and [`Ipam::gc`] removes it.
+//!
+//! # How an assignment works
+//!
+//! 1. The node's own blocks: its affinities and its blocks, two indexed reads.
+//! 2. If they are full, a new block: the search starts at a position seeded by a hash of the
+//!    node's name and probes candidate blocks with point reads, so a claim costs about one
+//!    read per block already taken near that position, never a listing of all blocks (the
+//!    scan Calico does on every claim). The claim is three writes: affinity `pending`,
+//!    block created, affinity `confirmed`. Two nodes racing for one block: the block create
+//!    succeeds for one; the other withdraws its pending affinity and probes on.
+//! 3. If no block can be claimed (pool full, `maxBlocksPerHost`, `autoAllocateBlocks`
+//!    false) and `strictAffinity` is off, borrow a free address from another node's block.
+//!    Only this fallback lists blocks.
+//!
+//! Within a block, the handle is counted first and the block written second: a crash in
+//! between leaves a handle that over-counts, which release-by-handle and GC clean, never an
+//! address held without a trace. A failed multi-address request releases what it took (by
+//! address and sequence number), so a request gets all it asked for or nothing.
+//!
+//! # Why the store is shaped as it is
+//!
+//! [`Store`] is five calls: get, list (optionally by node, through an index), create,
+//! update and delete, the last two with the [`Revision`] that was read. That is the common
+//! ground of etcd (transactions comparing `mod_revision`, key prefixes) and the Kubernetes
+//! API (`resourceVersion`, label selectors), so both can back it later with no change here;
+//! [`MemoryStore`] and [`SqliteStore`] (WAL, busy timeout, many processes on one file) back
+//! it now. There are no multi-object transactions, because neither of those offers them on
+//! CRDs; instead every operation is a sequence of single-object compare-and-swaps ordered
+//! so that each prefix of it is a state check and GC understand. A write overtaken by
+//! another writer is re-read and re-decided inside IPAM, a bounded number of times
+//! ([`DEFAULT_MAX_ATTEMPTS`]) with randomised backoff, so callers never see a conflict
+//! unless the store is pathologically contended ([`IpamError::TooManyConflicts`]).
+//!
+//! # Failing well
+//!
+//! "No address available" names every pool considered and why each gave nothing (disabled,
+//! selector, allowed uses, full, block limit, strict affinity). Invalid pools, overlapping
+//! pools, releases of free addresses and stale releases are refused with the address, pool
+//! or field at fault, and change nothing.
+
+pub mod assign;
+pub mod block;
+pub mod check;
+pub mod error;
+mod ipam;
+pub mod model;
+pub mod pools;
+pub mod release;
+pub mod selector;
+pub mod store;
+
+pub use assign::{Allocation, AssignIpArgs, Assigned, AutoAssignArgs, TunnelType};
+pub use block::{AllocationAttribute, IPAMBlock, ReleasedAddress};
+pub use check::{AddressInfo, BlockUsage, CheckReport, GcReport, PoolUsage, Problem, Utilization};
+pub use error::{IpamError, PoolAttempt, PoolRefusal};
+pub use ipam::{DEFAULT_MAX_ATTEMPTS, Ipam};
+pub use model::{
+    AffinityState, AllowedUse, BlockAffinity, EncapsulationMode, Family, IPAMConfig, IPAMHandle,
+    IPPool, IPReservation, Kind, Resource,
+};
+pub use pools::{parse_pool_cidr, validate_pool};
+pub use selector::Selector;
+pub use store::{MemoryStore, Revision, SqliteStore, Store, StoreError, Versioned};
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,441 @@
+//! The IPAM resources, with Calico's kind and field names so that a Calico user reads them
+//! without a dictionary. The block itself, which carries the allocation logic, is in
+//! [`crate::block`].
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::block::IPAMBlock;
+
+/// Default block prefix length for IPv4 pools (a /26: 64 addresses).
+pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
+/// Default block prefix length for IPv6 pools (a /122: 64 addresses).
+pub const DEFAULT_BLOCK_SIZE_V6: u8 = 122;
+/// Calico's accepted block sizes: 20–32 for IPv4, 116–128 for IPv6.
+pub const BLOCK_SIZE_RANGE_V4: (u8, u8) = (20, 32);
+pub const BLOCK_SIZE_RANGE_V6: (u8, u8) = (116, 128);
+/// Default `maxBlocksPerHost` (NOTES.md: Calico's figure is 20).
+pub const DEFAULT_MAX_BLOCKS_PER_HOST: u32 = 20;
+
+/// The name of the one IPAMConfig object.
+pub const IPAM_CONFIG_NAME: &str = "default";
+
+/// How traffic to a pool's addresses on other nodes is encapsulated (`ipipMode`, `vxlanMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub enum EncapsulationMode {
+    #[default]
+    Never,
+    Always,
+    CrossSubnet,
+}
+
+impl fmt::Display for EncapsulationMode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EncapsulationMode::Never => "Never",
+            EncapsulationMode::Always => "Always",
+            EncapsulationMode::CrossSubnet => "CrossSubnet",
+        })
+    }
+}
+
+impl std::str::FromStr for EncapsulationMode {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "Never" => Ok(EncapsulationMode::Never),
+            "Always" => Ok(EncapsulationMode::Always),
+            "CrossSubnet" => Ok(EncapsulationMode::CrossSubnet),
+            other => Err(format!(
+                "\"{other}\" is not an encapsulation mode; valid: Never, Always, CrossSubnet"
+            )),
+        }
+    }
+}
+
+/// What a pool's addresses may be used for (`allowedUses`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AllowedUse {
+    /// Pod (workload) addresses.
+    Workload,
+    /// A node's IPIP or VXLAN tunnel address.
+    Tunnel,
+}
+
+impl fmt::Display for AllowedUse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AllowedUse::Workload => "Workload",
+            AllowedUse::Tunnel => "Tunnel",
+        })
+    }
+}
+
+fn default_allowed_uses() -> Vec<AllowedUse> {
+    vec![AllowedUse::Workload, AllowedUse::Tunnel]
+}
+
+fn default_node_selector() -> String {
+    "all()".to_string()
+}
+
+/// An address family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn of(address: IpAddr) -> Family {
+        match address {
+            IpAddr::V4(_) => Family::V4,
+            IpAddr::V6(_) => Family::V6,
+        }
+    }
+
+    pub fn of_net(net: &IpNet) -> Family {
+        match net {
+            IpNet::V4(_) => Family::V4,
+            IpNet::V6(_) => Family::V6,
+        }
+    }
+}
+
+impl fmt::Display for Family {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Family::V4 => "IPv4",
+            Family::V6 => "IPv6",
+        })
+    }
+}
+
+/// A range of addresses pods (and tunnels) get theirs from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IPPool {
+    pub name: String,
+    pub cidr: IpNet,
+    /// Prefix length of the blocks the pool is cut into.
+    pub block_size: u8,
+    #[serde(default)]
+    pub ipip_mode: EncapsulationMode,
+    #[serde(default)]
+    pub vxlan_mode: EncapsulationMode,
+    #[serde(default)]
+    pub nat_outgoing: bool,
+    #[serde(default)]
+    pub disabled: bool,
+    #[serde(default, rename = "disableBGPExport")]
+    pub disable_bgp_export: bool,
+    /// Which nodes may take blocks from this pool, in Calico's selector syntax.
+    #[serde(default = "default_node_selector")]
+    pub node_selector: String,
+    #[serde(default = "default_allowed_uses")]
+    pub allowed_uses: Vec<AllowedUse>,
+}
+
+impl IPPool {
+    /// A pool with Calico's defaults for everything but its name and CIDR.
+    pub fn new(name: impl Into<String>, cidr: IpNet) -> IPPool {
+        let block_size = match cidr {
+            IpNet::V4(_) => DEFAULT_BLOCK_SIZE_V4,
+            IpNet::V6(_) => DEFAULT_BLOCK_SIZE_V6,
+        };
+        IPPool {
+            name: name.into(),
+            cidr,
+            block_size,
+            ipip_mode: EncapsulationMode::Never,
+            vxlan_mode: EncapsulationMode::Never,
+            nat_outgoing: false,
+            disabled: false,
+            disable_bgp_export: false,
+            node_selector: default_node_selector(),
+            allowed_uses: default_allowed_uses(),
+        }
+    }
+
+    pub fn family(&self) -> Family {
+        Family::of_net(&self.cidr)
+    }
+
+    /// How many blocks the pool is cut into (saturating: an IPv6 pool can hold more than
+    /// `u128` can count only in theory, since prefixes are at most 128 bits).
+    pub fn block_count(&self) -> u128 {
+        let bits = u32::from(self.block_size.saturating_sub(self.cidr.prefix_len()));
+        1u128.checked_shl(bits).unwrap_or(u128::MAX)
+    }
+
+    /// The `index`-th block of the pool.
+    pub fn block_at(&self, index: u128) -> IpNet {
+        let host_bits = u32::from(self.cidr.max_prefix_len() - self.block_size);
+        let offset = index.checked_shl(host_bits).unwrap_or(0);
+        let base = crate::block::address_to_u128(self.cidr.network());
+        let address = crate::block::u128_to_address(Family::of_net(&self.cidr), base + offset);
+        // The prefix length is within range by the pool's validation.
+        IpNet::new(address, self.block_size).unwrap_or(self.cidr)
+    }
+
+    /// The block of this pool that holds `address` (which must be inside the pool).
+    pub fn block_for(&self, address: IpAddr) -> IpNet {
+        IpNet::new(address, self.block_size)
+            .map(|net| net.trunc())
+            .unwrap_or(self.cidr)
+    }
+
+    pub fn allows(&self, intended: AllowedUse) -> bool {
+        self.allowed_uses.contains(&intended)
+    }
+}
+
+/// The state of a node's claim on a block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum AffinityState {
+    /// Claim in progress: the block may not exist yet.
+    Pending,
+    /// The node owns the block.
+    Confirmed,
+    /// The node is giving the block up; nothing new is allocated from it.
+    PendingDeletion,
+}
+
+impl fmt::Display for AffinityState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AffinityState::Pending => "pending",
+            AffinityState::Confirmed => "confirmed",
+            AffinityState::PendingDeletion => "pendingDeletion",
+        })
+    }
+}
+
+/// A node's claim on a block. Created (pending) before the block, confirmed after it, and
+/// deleted after it, so a crash at any point leaves something [`crate::Ipam::gc`] can finish.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BlockAffinity {
+    pub node: String,
+    pub cidr: IpNet,
+    pub state: AffinityState,
+    /// Unix seconds of the last state change; GC's grace period counts from it.
+    #[serde(default)]
+    pub timestamp: u64,
+}
+
+impl BlockAffinity {
+    /// The store name: `<block name>.<node>`. Block names contain no dot, so the first dot
+    /// splits the two unambiguously whatever the node is called.
+    pub fn name_for(node: &str, cidr: &IpNet) -> String {
+        format!("{}.{}", block_name(cidr), node)
+    }
+
+    pub fn name(&self) -> String {
+        BlockAffinity::name_for(&self.node, &self.cidr)
+    }
+}
+
+/// Everything allocated to one handle (one pod interface, or one node's tunnel), counted per
+/// block, so that releasing the handle visits only those blocks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAMHandle {
+    #[serde(rename = "handleID")]
+    pub handle_id: String,
+    /// Block name → number of addresses this handle holds there.
+    pub block: BTreeMap<String, u32>,
+    #[serde(default)]
+    pub deleted: bool,
+    /// Unix seconds when the handle was created; GC's grace period counts from it.
+    #[serde(default)]
+    pub timestamp: u64,
+}
+
+impl IPAMHandle {
+    pub fn total(&self) -> u64 {
+        self.block.values().map(|&count| u64::from(count)).sum()
+    }
+}
+
+/// Cluster-wide IPAM settings: one object, named `default`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IPAMConfig {
+    /// Never borrow from another node's block; a node uses only blocks it owns.
+    #[serde(default)]
+    pub strict_affinity: bool,
+    /// Claim new blocks when the node's are full (otherwise only borrow).
+    #[serde(default = "default_true")]
+    pub auto_allocate_blocks: bool,
+    /// Most blocks one node may own; 0 means no limit.
+    #[serde(default = "default_max_blocks")]
+    pub max_blocks_per_host: u32,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_max_blocks() -> u32 {
+    DEFAULT_MAX_BLOCKS_PER_HOST
+}
+
+impl Default for IPAMConfig {
+    fn default() -> Self {
+        IPAMConfig {
+            strict_affinity: false,
+            auto_allocate_blocks: true,
+            max_blocks_per_host: DEFAULT_MAX_BLOCKS_PER_HOST,
+        }
+    }
+}
+
+/// Addresses automatic assignment must never hand out (a gateway, a load balancer's VIP).
+/// Explicit assignment of a reserved address is allowed: the operator asked for it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IPReservation {
+    pub name: String,
+    #[serde(rename = "reservedCIDRs")]
+    pub reserved_cidrs: Vec<IpNet>,
+}
+
+/// The kinds the store holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Kind {
+    IPPool,
+    IPAMBlock,
+    BlockAffinity,
+    IPAMHandle,
+    IPAMConfig,
+    IPReservation,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 6] = [
+        Kind::IPPool,
+        Kind::IPAMBlock,
+        Kind::BlockAffinity,
+        Kind::IPAMHandle,
+        Kind::IPAMConfig,
+        Kind::IPReservation,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::IPPool => "IPPool",
+            Kind::IPAMBlock => "IPAMBlock",
+            Kind::BlockAffinity => "BlockAffinity",
+            Kind::IPAMHandle => "IPAMHandle",
+            Kind::IPAMConfig => "IPAMConfig",
+            Kind::IPReservation => "IPReservation",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    pub fn parse(text: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|kind| kind.as_str() == text)
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One stored object of any kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resource {
+    IPPool(IPPool),
+    IPAMBlock(IPAMBlock),
+    BlockAffinity(BlockAffinity),
+    IPAMHandle(IPAMHandle),
+    IPAMConfig(IPAMConfig),
+    IPReservation(IPReservation),
+}
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::IPPool(_) => Kind::IPPool,
+            Resource::IPAMBlock(_) => Kind::IPAMBlock,
+            Resource::BlockAffinity(_) => Kind::BlockAffinity,
+            Resource::IPAMHandle(_) => Kind::IPAMHandle,
+            Resource::IPAMConfig(_) => Kind::IPAMConfig,
+            Resource::IPReservation(_) => Kind::IPReservation,
+        }
+    }
+
+    /// The object's name, unique within its kind.
+    pub fn name(&self) -> String {
+        match self {
+            Resource::IPPool(pool) => pool.name.clone(),
+            Resource::IPAMBlock(block) => block_name(&block.cidr),
+            Resource::BlockAffinity(affinity) => affinity.name(),
+            Resource::IPAMHandle(handle) => handle.handle_id.clone(),
+            Resource::IPAMConfig(_) => IPAM_CONFIG_NAME.to_string(),
+            Resource::IPReservation(reservation) => reservation.name.clone(),
+        }
+    }
+
+    /// The node an object belongs to, which stores index so that "this node's affinities"
+    /// is one indexed read (etcd: a key prefix; Kubernetes: a label selector).
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Resource::IPAMBlock(block) => block.affinity_node(),
+            Resource::BlockAffinity(affinity) => Some(&affinity.node),
+            _ => None,
+        }
+    }
+
+    /// The object as JSON, the form every persistent backend stores.
+    pub fn to_json(&self) -> Result<String, serde_json::Error> {
+        match self {
+            Resource::IPPool(value) => serde_json::to_string(value),
+            Resource::IPAMBlock(value) => serde_json::to_string(value),
+            Resource::BlockAffinity(value) => serde_json::to_string(value),
+            Resource::IPAMHandle(value) => serde_json::to_string(value),
+            Resource::IPAMConfig(value) => serde_json::to_string(value),
+            Resource::IPReservation(value) => serde_json::to_string(value),
+        }
+    }
+
+    pub fn from_json(kind: Kind, text: &str) -> Result<Resource, serde_json::Error> {
+        Ok(match kind {
+            Kind::IPPool => Resource::IPPool(serde_json::from_str(text)?),
+            Kind::IPAMBlock => Resource::IPAMBlock(serde_json::from_str(text)?),
+            Kind::BlockAffinity => Resource::BlockAffinity(serde_json::from_str(text)?),
+            Kind::IPAMHandle => Resource::IPAMHandle(serde_json::from_str(text)?),
+            Kind::IPAMConfig => Resource::IPAMConfig(serde_json::from_str(text)?),
+            Kind::IPReservation => Resource::IPReservation(serde_json::from_str(text)?),
+        })
+    }
+}
+
+/// A block's store name, Calico-style: the CIDR with `.`, `:` and `/` turned into `-`
+/// (`198-18-0-0-26`), which is a valid Kubernetes object name and an etcd key segment.
+pub fn block_name(cidr: &IpNet) -> String {
+    cidr.to_string()
+        .chars()
+        .map(|c| match c {
+            '.' | ':' | '/' => '-',
+            other => other,
+        })
+        .collect()
+}
+
+/// The `affinity` value of a block owned by `node`.
+pub fn host_affinity(node: &str) -> String {
+    format!("host:{node}")
+}

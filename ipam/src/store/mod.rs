@@ -1,0 +1,269 @@
+//! Where IPAM keeps its objects: a key-value store with compare-and-swap.
+//!
+//! Every object is addressed by kind and name and carries an opaque [`Revision`] that
+//! changes on every write. An update or delete names the revision it read; if the object
+//! changed since, the store refuses with [`StoreError::Conflict`] and the caller re-reads.
+//! That is exactly what etcd offers (a transaction comparing `mod_revision`) and what the
+//! Kubernetes API offers (`replace` with `metadata.resourceVersion`), so either can back
+//! this trait with no change to the IPAM code. There are no multi-object transactions:
+//! IPAM orders its single-object writes so that a crash between any two leaves a state
+//! that [`crate::Ipam::check`] names and [`crate::Ipam::gc`] finishes.
+
+mod memory;
+mod sqlite;
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::model::{Kind, Resource};
+
+/// An object's version. Numeric for the stores here and etcd (mod revision); a string for
+/// Kubernetes, whose `resourceVersion` is documented as opaque. Only ever compared for
+/// equality and handed back to the store that issued it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Revision(RevisionRepr);
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum RevisionRepr {
+    Number(u64),
+    Text(Arc<str>),
+}
+
+impl Revision {
+    pub fn number(value: u64) -> Revision {
+        Revision(RevisionRepr::Number(value))
+    }
+
+    pub fn text(value: &str) -> Revision {
+        Revision(RevisionRepr::Text(Arc::from(value)))
+    }
+
+    pub fn as_number(&self) -> Option<u64> {
+        match &self.0 {
+            RevisionRepr::Number(value) => Some(*value),
+            RevisionRepr::Text(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Revision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0 {
+            RevisionRepr::Number(value) => write!(f, "{value}"),
+            RevisionRepr::Text(value) => f.write_str(value),
+        }
+    }
+}
+
+/// An object as read, with the revision to hand back when writing it.
+#[derive(Debug, Clone)]
+pub struct Versioned {
+    pub value: Arc<Resource>,
+    pub revision: Revision,
+}
+
+/// Store failures. `Conflict`, `AlreadyExists` and `NotFound` on a write are the
+/// compare-and-swap outcomes IPAM retries; the rest are reported.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{kind} {name} changed since it was read (revision {expected} is stale)")]
+    Conflict {
+        kind: Kind,
+        name: String,
+        expected: Revision,
+    },
+    #[error("{kind} {name} already exists")]
+    AlreadyExists { kind: Kind, name: String },
+    #[error("{kind} {name} does not exist")]
+    NotFound { kind: Kind, name: String },
+    #[error("datastore {location}: {what}: {source}")]
+    Backend {
+        location: String,
+        what: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("datastore {location}: {kind} {name} does not parse: {problem}")]
+    Corrupt {
+        location: String,
+        kind: Kind,
+        name: String,
+        problem: String,
+    },
+    #[error(
+        "{path}: not a tortie datastore ({why}); point --datastore at a tortie database or at a path that does not exist yet"
+    )]
+    Foreign { path: PathBuf, why: String },
+}
+
+impl StoreError {
+    /// Whether re-reading and trying again can succeed.
+    pub fn is_contention(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Conflict { .. }
+                | StoreError::AlreadyExists { .. }
+                | StoreError::NotFound { .. }
+        )
+    }
+}
+
+/// A key-value store with per-object compare-and-swap. See the module docs.
+pub trait Store: Send + Sync {
+    /// One object, or `None`.
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError>;
+
+    /// Every object of a kind, in name order; with `node`, only those that belong to it
+    /// ([`Resource::node`]): an indexed read, not a scan.
+    fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError>;
+
+    /// Creates an object; `AlreadyExists` if its name is taken.
+    fn create(&self, value: Resource) -> Result<Revision, StoreError>;
+
+    /// Replaces an object if it is still at `revision`; `Conflict` if it changed,
+    /// `NotFound` if it is gone.
+    fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError>;
+
+    /// Deletes an object if it is still at `revision`; `Conflict` if it changed,
+    /// `NotFound` if it is gone.
+    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError>;
+}
+
+impl<T: Store + ?Sized> Store for Box<T> {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
+        (**self).get(kind, name)
+    }
+    fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
+        (**self).list(kind, node)
+    }
+    fn create(&self, value: Resource) -> Result<Revision, StoreError> {
+        (**self).create(value)
+    }
+    fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
+        (**self).update(value, revision)
+    }
+    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
+        (**self).delete(kind, name, revision)
+    }
+}
+
+impl<T: Store + ?Sized> Store for Arc<T> {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
+        (**self).get(kind, name)
+    }
+    fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
+        (**self).list(kind, node)
+    }
+    fn create(&self, value: Resource) -> Result<Revision, StoreError> {
+        (**self).create(value)
+    }
+    fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
+        (**self).update(value, revision)
+    }
+    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
+        (**self).delete(kind, name, revision)
+    }
+}
+
+/// The compare-and-swap contract every backend must keep, run against each one.
+#[cfg(test)]
+pub(crate) mod conformance {
+    use super::*;
+    use crate::model::{AffinityState, BlockAffinity, IPPool};
+
+    fn pool(name: &str, cidr: &str) -> Resource {
+        Resource::IPPool(IPPool::new(name, cidr.parse().unwrap()))
+    }
+
+    fn affinity(node: &str, cidr: &str) -> Resource {
+        Resource::BlockAffinity(BlockAffinity {
+            node: node.to_string(),
+            cidr: cidr.parse().unwrap(),
+            state: AffinityState::Pending,
+            timestamp: 0,
+        })
+    }
+
+    pub(crate) fn run(store: &dyn Store) {
+        // Create, then a second create of the same name is refused.
+        let first = store.create(pool("a", "198.18.0.0/16")).unwrap();
+        assert!(matches!(
+            store.create(pool("a", "198.19.0.0/16")),
+            Err(StoreError::AlreadyExists { .. })
+        ));
+        let read = store.get(Kind::IPPool, "a").unwrap().unwrap();
+        assert_eq!(read.revision, first);
+        assert_eq!(*read.value, pool("a", "198.18.0.0/16"));
+
+        // Update at the current revision succeeds and moves the revision on.
+        let second = store.update(pool("a", "198.19.0.0/16"), &first).unwrap();
+        assert_ne!(first, second);
+        // A stale update or delete is refused and changes nothing.
+        assert!(matches!(
+            store.update(pool("a", "203.0.113.0/24"), &first),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert!(matches!(
+            store.delete(Kind::IPPool, "a", &first),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(
+            *store.get(Kind::IPPool, "a").unwrap().unwrap().value,
+            pool("a", "198.19.0.0/16")
+        );
+
+        // Delete at the current revision; then the object is gone and a recreate gets a
+        // revision never seen before (no ABA: the old revision cannot match again).
+        store.delete(Kind::IPPool, "a", &second).unwrap();
+        assert!(store.get(Kind::IPPool, "a").unwrap().is_none());
+        assert!(matches!(
+            store.update(pool("a", "198.18.0.0/16"), &second),
+            Err(StoreError::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.delete(Kind::IPPool, "a", &second),
+            Err(StoreError::NotFound { .. })
+        ));
+        let third = store.create(pool("a", "198.18.0.0/16")).unwrap();
+        assert!(third != first && third != second);
+
+        // Lists are per kind, in name order, and filter by node through the index.
+        store.create(affinity("node-b", "192.0.2.0/26")).unwrap();
+        store.create(affinity("node-a", "192.0.2.64/26")).unwrap();
+        let a2 = store.create(affinity("node-a", "192.0.2.128/26")).unwrap();
+        let all = store.list(Kind::BlockAffinity, None).unwrap();
+        assert_eq!(all.len(), 3);
+        let names: Vec<String> = all.iter().map(|v| v.value.name()).collect();
+        let mut sorted = names.clone();
+        sorted.sort();
+        assert_eq!(names, sorted);
+        assert_eq!(
+            store
+                .list(Kind::BlockAffinity, Some("node-a"))
+                .unwrap()
+                .len(),
+            2
+        );
+        assert_eq!(
+            store
+                .list(Kind::BlockAffinity, Some("node-c"))
+                .unwrap()
+                .len(),
+            0
+        );
+        assert_eq!(store.list(Kind::IPPool, None).unwrap().len(), 1);
+        let name = BlockAffinity::name_for("node-a", &"192.0.2.128/26".parse().unwrap());
+        store.delete(Kind::BlockAffinity, &name, &a2).unwrap();
+        assert_eq!(
+            store
+                .list(Kind::BlockAffinity, Some("node-a"))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+}
