@@ -438,9 +438,10 @@ impl<S: Store> Ipam<S> {
     }
 
     /// Finds an unclaimed block of `pool` and claims it for `node`. The search starts at a
-    /// position given by the hash of the node's name and probes blocks one by one (a point
+    /// position given by the hash of the node's name and probes candidate blocks (a point
     /// read each), so a claim costs a read or two, not a listing of every block, and a node
-    /// finds its own earlier claims first. Returns `None` when every block is taken.
+    /// always tries the same blocks in the same order. Returns `None` when every block is
+    /// taken.
     fn claim_free_block(
         &self,
         pool: &IPPool,
@@ -448,13 +449,19 @@ impl<S: Store> Ipam<S> {
         config: &IPAMConfig,
         reserved: &Reserved,
     ) -> Result<Option<IpNet>, IpamError> {
+        // The block count is a power of two, so any odd stride visits every block once per
+        // cycle. A per-node stride (double hashing) keeps nodes that start near each other
+        // from walking the same run of taken blocks: the expected number of probes stays
+        // about 1/(1 - fraction taken) instead of growing with the square of it.
         let count = pool.block_count();
-        let start = u128::from(node_hash(node)) % count;
+        let hash = node_hash(node);
+        let stride = (u128::from(hash.rotate_left(32)) | 1) % count;
+        let mut index = u128::from(hash) % count;
         let mut probed: u128 = 0;
         while probed < count {
-            let index = (start + probed) % count;
-            probed += 1;
             let cidr = pool.block_at(index);
+            index = index.wrapping_add(stride) % count;
+            probed += 1;
             if reserved.covers(&cidr)
                 || self
                     .store

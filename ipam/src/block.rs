@@ -53,8 +53,10 @@ pub struct IPAMBlock {
     /// release can prove it is about this allocation and not a later reuse of the address.
     #[serde(default)]
     pub sequence_number: u64,
-    #[serde(default)]
-    pub sequence_number_for_allocation: BTreeMap<u32, u64>,
+    /// Per ordinal; in JSON a map from ordinal to number, as in Calico. Held as a vector
+    /// so that copying a block before a compare-and-swap is one flat copy.
+    #[serde(default, with = "sequence_map")]
+    pub sequence_number_for_allocation: Vec<Option<u64>>,
 }
 
 /// Why a release by address did not happen.
@@ -119,7 +121,7 @@ impl IPAMBlock {
             attributes: Vec::new(),
             deleted: false,
             sequence_number: 0,
-            sequence_number_for_allocation: BTreeMap::new(),
+            sequence_number_for_allocation: vec![None; size as usize],
         }
     }
 
@@ -200,8 +202,7 @@ impl IPAMBlock {
             .map(|ordinal| {
                 let sequence = self.take_sequence();
                 self.allocations[ordinal as usize] = Some(index);
-                self.sequence_number_for_allocation
-                    .insert(ordinal, sequence);
+                self.set_sequence(ordinal, Some(sequence));
                 (self.address(ordinal), sequence)
             })
             .collect()
@@ -227,8 +228,7 @@ impl IPAMBlock {
         let index = self.intern(attribute);
         let sequence = self.take_sequence();
         self.allocations[ordinal as usize] = Some(index);
-        self.sequence_number_for_allocation
-            .insert(ordinal, sequence);
+        self.set_sequence(ordinal, Some(sequence));
         Ok(sequence)
     }
 
@@ -294,7 +294,11 @@ impl IPAMBlock {
                     ordinal,
                     address: self.address(ordinal),
                     attribute: self.attributes.get(index as usize).map(Arc::as_ref),
-                    sequence: self.sequence_number_for_allocation.get(&ordinal).copied(),
+                    sequence: self
+                        .sequence_number_for_allocation
+                        .get(ordinal as usize)
+                        .copied()
+                        .flatten(),
                 })
             })
     }
@@ -311,8 +315,9 @@ impl IPAMBlock {
     /// The sequence number recorded for a held ordinal (0 if a foreign writer left none).
     pub fn sequence_of(&self, ordinal: u32) -> u64 {
         self.sequence_number_for_allocation
-            .get(&ordinal)
+            .get(ordinal as usize)
             .copied()
+            .flatten()
             .unwrap_or(0)
     }
 
@@ -362,19 +367,27 @@ impl IPAMBlock {
         problems
     }
 
+    fn set_sequence(&mut self, ordinal: u32, sequence: Option<u64>) {
+        let slot = ordinal as usize;
+        if self.sequence_number_for_allocation.len() <= slot {
+            self.sequence_number_for_allocation.resize(slot + 1, None);
+        }
+        self.sequence_number_for_allocation[slot] = sequence;
+    }
+
     fn take_sequence(&mut self) -> u64 {
         let sequence = self.sequence_number;
         self.sequence_number += 1;
         sequence
     }
 
-    /// The index of an attribute equal to `attribute`, adding it if new: addresses that one
-    /// call assigns to one handle share one entry, as in Calico.
+    /// The index of `attribute`, adding it if new: the addresses one call assigns share one
+    /// entry. (Entries of different calls always differ anyway: each carries its timestamp.)
     fn intern(&mut self, attribute: &Arc<AllocationAttribute>) -> u32 {
         if let Some(index) = self
             .attributes
             .iter()
-            .position(|existing| Arc::ptr_eq(existing, attribute) || **existing == **attribute)
+            .position(|existing| Arc::ptr_eq(existing, attribute))
         {
             return index as u32;
         }
@@ -388,7 +401,7 @@ impl IPAMBlock {
         }
         for &ordinal in ordinals {
             self.allocations[ordinal as usize] = None;
-            self.sequence_number_for_allocation.remove(&ordinal);
+            self.set_sequence(ordinal, None);
             self.unallocated.push_back(ordinal);
         }
         self.compact_attributes();
@@ -424,6 +437,49 @@ impl IPAMBlock {
             index += 1;
             keep
         });
+    }
+}
+
+/// `sequenceNumberForAllocation` as Calico writes it: `{"<ordinal>": <number>}`.
+mod sequence_map {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(
+        sequences: &[Option<u64>],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(
+            sequences
+                .iter()
+                .enumerate()
+                .filter_map(|(ordinal, sequence)| {
+                    sequence.map(|sequence| (ordinal as u32, sequence))
+                }),
+        )
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<Option<u64>>, D::Error> {
+        let map = BTreeMap::<u32, u64>::deserialize(deserializer)?;
+        let length = map
+            .keys()
+            .next_back()
+            .map(|&last| last as usize + 1)
+            .unwrap_or(0);
+        if length > 1 << 16 {
+            return Err(serde::de::Error::custom(format!(
+                "ordinal {} is beyond any block",
+                length - 1
+            )));
+        }
+        let mut sequences = vec![None; length];
+        for (ordinal, sequence) in map {
+            sequences[ordinal as usize] = Some(sequence);
+        }
+        Ok(sequences)
     }
 }
 
@@ -532,9 +588,10 @@ mod tests {
     #[test]
     fn attributes_are_shared_per_handle_and_compacted_on_release() {
         let mut block = block();
-        block.assign(3, &attribute("a"), &none);
+        let a = attribute("a");
+        block.assign(3, &a, &none);
         block.assign(2, &attribute("b"), &none);
-        block.assign(1, &attribute("a"), &none);
+        block.assign(1, &a, &none);
         assert_eq!(block.attributes.len(), 2);
         assert_eq!(block.release_handle("a").len(), 4);
         assert_eq!(block.attributes.len(), 1);
@@ -580,8 +637,13 @@ mod tests {
             assert!(json.get(field).is_some(), "missing {field} in {json}");
         }
         assert_eq!(json["attributes"][0]["handle_id"], "h");
-        let back: IPAMBlock = serde_json::from_value(json).unwrap();
-        assert_eq!(back, block);
+        assert_eq!(
+            json["sequenceNumberForAllocation"],
+            serde_json::json!({"0": 0})
+        );
+        let back: IPAMBlock = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
+        assert_eq!(back.sequence_of(0), 0);
     }
 
     #[test]

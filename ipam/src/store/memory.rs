@@ -1,7 +1,7 @@
 //! The in-memory store: for tests and benchmarks, and for anything that needs IPAM within
 //! one process only. One mutex over plain maps; the revision is a global counter, as in etcd.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Revision, Store, StoreError, Versioned};
@@ -16,19 +16,18 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     revision: u64,
-    objects: [BTreeMap<String, Entry>; 6],
-    /// (kind, node) → names, for [`Store::list`] with a node.
-    by_node: HashMap<(Kind, String), BTreeSet<String>>,
+    objects: [HashMap<String, Entry>; 6],
+    /// node → names per kind, for [`Store::list`] with a node.
+    by_node: HashMap<String, [BTreeSet<String>; 6]>,
 }
 
 impl Inner {
     fn unindex(&mut self, kind: Kind, name: &str, node: Option<&str>) {
         if let Some(node) = node {
-            let key = (kind, node.to_string());
-            if let Some(names) = self.by_node.get_mut(&key) {
-                names.remove(name);
-                if names.is_empty() {
-                    self.by_node.remove(&key);
+            if let Some(names) = self.by_node.get_mut(node) {
+                names[kind.index()].remove(name);
+                if names.iter().all(BTreeSet::is_empty) {
+                    self.by_node.remove(node);
                 }
             }
         }
@@ -36,10 +35,13 @@ impl Inner {
 
     fn index(&mut self, kind: Kind, name: &str, node: Option<&str>) {
         if let Some(node) = node {
-            self.by_node
-                .entry((kind, node.to_string()))
-                .or_default()
-                .insert(name.to_string());
+            if let Some(names) = self.by_node.get_mut(node) {
+                names[kind.index()].insert(name.to_string());
+            } else {
+                let mut names: [BTreeSet<String>; 6] = Default::default();
+                names[kind.index()].insert(name.to_string());
+                self.by_node.insert(node.to_string(), names);
+            }
         }
     }
 }
@@ -91,10 +93,18 @@ impl Store for MemoryStore {
             revision: Revision::number(entry.revision),
         };
         Ok(match node {
-            None => objects.values().map(versioned).collect(),
-            Some(node) => match inner.by_node.get(&(kind, node.to_string())) {
+            None => {
+                // Name order, as the trait promises (a hash map has none of its own).
+                let mut entries: Vec<(&String, &Entry)> = objects.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                entries
+                    .into_iter()
+                    .map(|(_, entry)| versioned(entry))
+                    .collect()
+            }
+            Some(node) => match inner.by_node.get(node) {
                 None => Vec::new(),
-                Some(names) => names
+                Some(names) => names[kind.index()]
                     .iter()
                     .filter_map(|name| objects.get(name))
                     .map(versioned)
