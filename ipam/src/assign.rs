@@ -18,7 +18,7 @@ use crate::model::{
     IPPool, Kind, block_name,
 };
 use crate::selector::Selector;
-use crate::store::{Store, StoreError};
+use crate::store::{Store, StoreError, Versioned};
 
 /// A node's tunnel device, which gets one address from a pool using that encapsulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,9 +133,18 @@ enum Owner<'a> {
 struct Context<'a> {
     args: &'a AutoAssignArgs,
     config: IPAMConfig,
-    pools: Vec<IPPool>,
+    /// The pools as read (shared with the store, not copied).
+    pools: Vec<Versioned>,
     reserved: Reserved,
     attribute: Arc<AllocationAttribute>,
+}
+
+impl Context<'_> {
+    fn pools(&self) -> impl Iterator<Item = &IPPool> {
+        self.pools
+            .iter()
+            .filter_map(|versioned| IPPool::from_resource(&versioned.value))
+    }
 }
 
 impl<S: Store> Ipam<S> {
@@ -157,7 +166,7 @@ impl<S: Store> Ipam<S> {
         let context = Context {
             args,
             config: self.config()?,
-            pools: self.pools()?,
+            pools: self.store.list(Kind::IPPool, None)?,
             reserved: Reserved(Arc::new(
                 self.reservations()?
                     .into_iter()
@@ -197,44 +206,44 @@ impl<S: Store> Ipam<S> {
 
         // 1. Blocks the node owns: two indexed reads (its affinities, its blocks), however
         //    many blocks there are in all.
-        let mut affinities = self.affinities(Some(node))?;
-        affinities.sort_by_key(|affinity| affinity.cidr);
+        let mut affinities: Vec<(IpNet, AffinityState)> = self
+            .store
+            .list(Kind::BlockAffinity, Some(node))?
+            .iter()
+            .filter_map(|versioned| BlockAffinity::from_resource(&versioned.value))
+            .map(|affinity| (affinity.cidr, affinity.state))
+            .collect();
+        affinities.sort_unstable_by_key(|(cidr, _)| *cidr);
         let mut owned = affinities.len() as u32;
-        let own_blocks = self.store.list(Kind::IPAMBlock, Some(node))?;
-        let own_block = |cidr: &IpNet| {
-            own_blocks
-                .iter()
-                .filter_map(|versioned| IPAMBlock::from_resource(&versioned.value))
-                .find(|block| block.cidr == *cidr)
-        };
-        for affinity in &affinities {
+        // What each of the node's blocks has free, noted and let go before writing, so that
+        // the memory store can change a block in place instead of copying it.
+        let free_in_own: Vec<(IpNet, u32)> = self
+            .store
+            .list(Kind::IPAMBlock, Some(node))?
+            .iter()
+            .filter_map(|versioned| IPAMBlock::from_resource(&versioned.value))
+            .filter(|block| block.affinity_node() == Some(node))
+            .map(|block| (block.cidr, context.reserved.assignable(block)))
+            .collect();
+        for &(cidr, state) in &affinities {
             if got.len() as u32 >= wanted {
                 break;
             }
-            if Family::of_net(&affinity.cidr) != family || !in_eligible(&affinity.cidr) {
+            if Family::of_net(&cidr) != family || !in_eligible(&cidr) {
                 continue;
             }
-            let Some(block) = own_block(&affinity.cidr) else {
+            let Some(&(_, free)) = free_in_own.iter().find(|(own, _)| *own == cidr) else {
                 continue;
             };
-            match affinity.state {
+            match state {
                 AffinityState::Confirmed => {}
                 // A claim that stopped after creating the block (a crash): the block is
                 // ours, so finish the claim. A claim still without its block is left to GC.
-                AffinityState::Pending => self.confirm_affinity(node, &affinity.cidr)?,
+                AffinityState::Pending => self.confirm_affinity(node, &cidr)?,
                 AffinityState::PendingDeletion => continue,
             }
-            if block.unallocated.is_empty() {
-                continue;
-            }
-            let remaining = wanted - got.len() as u32;
-            got.extend(self.assign_from_block(
-                context,
-                Some(block),
-                &affinity.cidr,
-                remaining,
-                Owner::Node(node),
-            )?);
+            let planned = free.min(wanted - got.len() as u32);
+            got.extend(self.assign_from_block(context, &cidr, planned, Owner::Node(node))?);
         }
 
         // 2. Claim new blocks, starting where the node's name hashes to in each pool.
@@ -263,37 +272,30 @@ impl<S: Store> Ipam<S> {
             }
             let Some(cidr) = claimed else { break };
             owned += 1;
-            let remaining = wanted - got.len() as u32;
-            got.extend(self.assign_from_block(
-                context,
-                None,
-                &cidr,
-                remaining,
-                Owner::Node(node),
-            )?);
+            let planned = (wanted - got.len() as u32).min(crate::block::block_size_of(&cidr));
+            got.extend(self.assign_from_block(context, &cidr, planned, Owner::Node(node))?);
         }
 
         // 3. Borrow from other nodes' blocks. This lists blocks, but only when the node can
         //    neither use its own nor claim one.
         if (got.len() as u32) < wanted && !context.config.strict_affinity && !eligible.is_empty() {
-            for block in self.blocks()? {
+            let candidates: Vec<(IpNet, u32)> = self
+                .store
+                .list(Kind::IPAMBlock, None)?
+                .iter()
+                .filter_map(|versioned| IPAMBlock::from_resource(&versioned.value))
+                .filter(|block| {
+                    block.family() == family && in_eligible(&block.cidr) && !block.strict_affinity
+                })
+                .map(|block| (block.cidr, context.reserved.assignable(block)))
+                .filter(|&(_, free)| free > 0)
+                .collect();
+            for (cidr, free) in candidates {
                 if got.len() as u32 >= wanted {
                     break;
                 }
-                if block.family() != family
-                    || !in_eligible(&block.cidr)
-                    || context.reserved.assignable(&block) == 0
-                {
-                    continue;
-                }
-                let remaining = wanted - got.len() as u32;
-                got.extend(self.assign_from_block(
-                    context,
-                    Some(&block),
-                    &block.cidr,
-                    remaining,
-                    Owner::Borrow,
-                )?);
+                let planned = free.min(wanted - got.len() as u32);
+                got.extend(self.assign_from_block(context, &cidr, planned, Owner::Borrow)?);
             }
         }
 
@@ -327,40 +329,25 @@ impl<S: Store> Ipam<S> {
         Ok(got)
     }
 
-    /// Takes up to `count` addresses from one block. The handle is counted first and the
-    /// block written second, so a crash in between leaves a handle that over-counts (which
-    /// release by handle and GC clean up), never an address nobody can find.
+    /// Takes up to `planned` addresses from one block (as many as the caller saw free). The
+    /// handle is counted first and the block written second, so a crash in between leaves a
+    /// handle that over-counts (which release by handle and GC clean up), never an address
+    /// nobody can find. If the block turns out to have less, the handle is corrected.
     fn assign_from_block(
         &self,
         context: &Context<'_>,
-        prefetched: Option<&IPAMBlock>,
         cidr: &IpNet,
-        count: u32,
+        planned: u32,
         owner: Owner<'_>,
     ) -> Result<Vec<Allocation>, IpamError> {
+        if planned == 0 {
+            return Ok(Vec::new());
+        }
         let reserved = |address: IpAddr| context.reserved.contains(address);
         let usable = |block: &IPAMBlock| match owner {
             Owner::Node(node) => block.affinity_node() == Some(node),
             Owner::Borrow => !block.strict_affinity,
         };
-        let fetched;
-        let block = match prefetched {
-            Some(block) => block,
-            None => match self.block(cidr)? {
-                Some(block) => {
-                    fetched = block;
-                    &fetched
-                }
-                None => return Ok(Vec::new()),
-            },
-        };
-        if !usable(block) {
-            return Ok(Vec::new());
-        }
-        let planned = count.min(context.reserved.assignable(block));
-        if planned == 0 {
-            return Ok(Vec::new());
-        }
         let handle_id = context.args.handle_id.as_str();
         let name = block_name(cidr);
         self.adjust_handle(handle_id, &name, i64::from(planned))?;
@@ -372,8 +359,8 @@ impl<S: Store> Ipam<S> {
                 if !usable(current) {
                     return Ok(Change::Keep(Vec::new()));
                 }
-                let mut block = current.clone();
-                let taken: Vec<Allocation> = block
+                // In place: `assign` changes nothing when it takes nothing.
+                let taken: Vec<Allocation> = current
                     .assign(planned, &context.attribute, &reserved)
                     .into_iter()
                     .map(|(address, sequence)| Allocation {
@@ -385,7 +372,7 @@ impl<S: Store> Ipam<S> {
                 if taken.is_empty() {
                     Ok(Change::Keep(taken))
                 } else {
-                    Ok(Change::Put(block, taken))
+                    Ok(Change::Updated(taken))
                 }
             });
         let taken = match taken {
@@ -412,27 +399,41 @@ impl<S: Store> Ipam<S> {
         delta: i64,
     ) -> Result<(), IpamError> {
         self.modify::<IPAMHandle, ()>("counting a handle's addresses", handle_id, |current| {
-            let mut handle = match current {
-                Some(handle) => handle.clone(),
-                None if delta <= 0 => return Ok(Change::Keep(())),
-                None => IPAMHandle {
-                    handle_id: handle_id.to_string(),
-                    block: BTreeMap::new(),
-                    deleted: false,
-                    timestamp: unix_now(),
-                },
+            let count = |handle: &IPAMHandle| {
+                let count = handle.block.get(block).copied().unwrap_or(0);
+                (i64::from(count) + delta).clamp(0, i64::from(u32::MAX)) as u32
             };
-            let count = handle.block.get(block).copied().unwrap_or(0);
-            let new = (i64::from(count) + delta).clamp(0, i64::from(u32::MAX)) as u32;
-            if new == 0 {
-                handle.block.remove(block);
-            } else {
-                handle.block.insert(block.to_string(), new);
-            }
-            if handle.block.is_empty() {
-                Ok(Change::Delete(()))
-            } else {
-                Ok(Change::Put(handle, ()))
+            let set = |handle: &mut IPAMHandle, new: u32| {
+                if new == 0 {
+                    handle.block.remove(block);
+                } else if let Some(slot) = handle.block.get_mut(block) {
+                    *slot = new;
+                } else {
+                    handle.block.insert(block.to_string(), new);
+                }
+            };
+            match current {
+                None if delta <= 0 => Ok(Change::Keep(())),
+                None => {
+                    let mut handle = IPAMHandle {
+                        handle_id: handle_id.to_string(),
+                        block: BTreeMap::new(),
+                        deleted: false,
+                        timestamp: unix_now(),
+                    };
+                    let new = count(&handle);
+                    set(&mut handle, new);
+                    Ok(Change::Put(handle, ()))
+                }
+                Some(handle) => {
+                    let new = count(handle);
+                    set(handle, new);
+                    if handle.block.is_empty() {
+                        Ok(Change::Delete(()))
+                    } else {
+                        Ok(Change::Updated(()))
+                    }
+                }
             }
         })
     }
@@ -627,9 +628,9 @@ impl<S: Store> Ipam<S> {
                 let Some(current) = current else {
                     return Ok(Change::Keep(Err(None)));
                 };
-                let mut block = current.clone();
-                match block.assign_address(address, &attribute) {
-                    Ok(sequence) => Ok(Change::Put(block, Ok(sequence))),
+                // In place: `assign_address` changes nothing when it refuses.
+                match current.assign_address(address, &attribute) {
+                    Ok(sequence) => Ok(Change::Updated(Ok(sequence))),
                     Err(holder) => Ok(Change::Keep(Err(holder.flatten()))),
                 }
             },
@@ -705,14 +706,14 @@ impl<S: Store> Ipam<S> {
 
 /// Splits the pools of a family into those this request may use and those it may not (with
 /// the reason).
-fn classify_pools(
-    context: &Context<'_>,
+fn classify_pools<'c>(
+    context: &'c Context<'_>,
     family: Family,
-) -> Result<(Vec<IPPool>, Vec<PoolAttempt>), IpamError> {
+) -> Result<(Vec<&'c IPPool>, Vec<PoolAttempt>), IpamError> {
     let args = context.args;
     let mut eligible = Vec::new();
     let mut refused = Vec::new();
-    for pool in &context.pools {
+    for pool in context.pools() {
         if pool.family() != family || (!args.pools.is_empty() && !args.pools.contains(&pool.name)) {
             continue;
         }
@@ -740,7 +741,7 @@ fn classify_pools(
             None
         };
         match refusal {
-            None => eligible.push(pool.clone()),
+            None => eligible.push(pool),
             Some(refusal) => refused.push(PoolAttempt {
                 pool: pool.name.clone(),
                 cidr: pool.cidr,
@@ -749,7 +750,7 @@ fn classify_pools(
         }
     }
     for name in &args.pools {
-        if !context.pools.iter().any(|pool| &pool.name == name) {
+        if !context.pools().any(|pool| &pool.name == name) {
             return Err(IpamError::PoolNotFound { pool: name.clone() });
         }
     }

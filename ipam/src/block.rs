@@ -396,47 +396,29 @@ impl IPAMBlock {
     }
 
     fn free_ordinals(&mut self, ordinals: &[u32]) {
-        if ordinals.is_empty() {
-            return;
-        }
         for &ordinal in ordinals {
-            self.allocations[ordinal as usize] = None;
+            let holder = self.allocations[ordinal as usize].take();
             self.set_sequence(ordinal, None);
             self.unallocated.push_back(ordinal);
+            if let Some(index) = holder {
+                self.drop_attribute_if_unused(index);
+            }
         }
-        self.compact_attributes();
     }
 
-    /// Drops attributes no allocation refers to any more and renumbers the rest.
-    fn compact_attributes(&mut self) {
-        let mut used = vec![false; self.attributes.len()];
-        for index in self.allocations.iter().flatten() {
-            if let Some(flag) = used.get_mut(*index as usize) {
-                *flag = true;
-            }
-        }
-        if used.iter().all(|&flag| flag) {
+    /// Removes an attribute no allocation refers to any more, renumbering the ones after it.
+    /// (One pass over the block per freed address, and no allocation: this is on the path
+    /// of every release.)
+    fn drop_attribute_if_unused(&mut self, index: u32) {
+        if self.allocations.contains(&Some(index)) || index as usize >= self.attributes.len() {
             return;
         }
-        let mut renumber = vec![0u32; used.len()];
-        let mut next = 0u32;
-        for (index, &flag) in used.iter().enumerate() {
-            renumber[index] = next;
-            if flag {
-                next += 1;
-            }
-        }
+        self.attributes.remove(index as usize);
         for slot in self.allocations.iter_mut().flatten() {
-            if let Some(&new) = renumber.get(*slot as usize) {
-                *slot = new;
+            if *slot > index {
+                *slot -= 1;
             }
         }
-        let mut index = 0;
-        self.attributes.retain(|_| {
-            let keep = used[index];
-            index += 1;
-            keep
-        });
     }
 }
 

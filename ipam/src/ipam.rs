@@ -15,7 +15,7 @@ use crate::model::{
     BlockAffinity, IPAM_CONFIG_NAME, IPAMConfig, IPAMHandle, IPPool, IPReservation, Kind, Resource,
     block_name,
 };
-use crate::store::{Store, Versioned};
+use crate::store::{Decision, Store, Versioned};
 
 /// How many times one read-modify-write is retried when another writer overtakes it.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 100;
@@ -31,6 +31,8 @@ pub struct Ipam<S: Store> {
 pub(crate) enum Change<T, R> {
     /// Write this value (create it if absent), then return R.
     Put(T, R),
+    /// The step changed the object it was shown in place: write it, then return R.
+    Updated(R),
     /// Delete the object (nothing if absent), then return R.
     Delete(R),
     /// Write nothing; return R.
@@ -41,6 +43,7 @@ pub(crate) enum Change<T, R> {
 pub(crate) trait Typed: Sized + Into<Resource> {
     const KIND: Kind;
     fn from_resource(resource: &Resource) -> Option<&Self>;
+    fn from_resource_mut(resource: &mut Resource) -> Option<&mut Self>;
 }
 
 macro_rules! typed {
@@ -48,6 +51,12 @@ macro_rules! typed {
         impl Typed for $type {
             const KIND: Kind = Kind::$type;
             fn from_resource(resource: &Resource) -> Option<&Self> {
+                match resource {
+                    Resource::$type(value) => Some(value),
+                    _ => None,
+                }
+            }
+            fn from_resource_mut(resource: &mut Resource) -> Option<&mut Self> {
                 match resource {
                     Resource::$type(value) => Some(value),
                     _ => None,
@@ -196,42 +205,68 @@ impl<S: Store> Ipam<S> {
         self.list_typed(None)
     }
 
-    /// Reads one object, lets `step` decide, and writes the decision with compare-and-swap;
-    /// when another writer got there first, reads again and lets `step` decide again, up to
-    /// `max_attempts` times. `step` must therefore be a pure function of what it is given.
+    /// Reads one object, lets `step` decide, and writes the decision atomically
+    /// ([`Store::apply`]); when another writer got there first, reads again and lets `step`
+    /// decide again, up to `max_attempts` times. `step` must therefore decide from what it
+    /// is shown alone, and change the object in place only when it returns
+    /// [`Change::Updated`].
     pub(crate) fn modify<T: Typed + Clone, R>(
         &self,
         operation: &str,
         name: &str,
-        mut step: impl FnMut(Option<&T>) -> Result<Change<T, R>, IpamError>,
+        mut step: impl FnMut(Option<&mut T>) -> Result<Change<T, R>, IpamError>,
     ) -> Result<R, IpamError> {
         for attempt in 0..self.max_attempts {
-            let current = self.store.get(T::KIND, name)?;
-            let typed = match &current {
-                None => None,
-                Some(versioned) => Some(T::from_resource(&versioned.value).ok_or_else(|| {
-                    IpamError::WrongKind {
-                        kind: T::KIND,
-                        name: name.to_string(),
+            let mut outcome: Option<Result<R, IpamError>> = None;
+            let applied = self
+                .store
+                .apply(T::KIND, name, &mut |current: Option<&mut Resource>| {
+                    let typed = match current {
+                        None => None,
+                        Some(resource) => match T::from_resource_mut(resource) {
+                            Some(typed) => Some(typed),
+                            None => {
+                                outcome = Some(Err(IpamError::WrongKind {
+                                    kind: T::KIND,
+                                    name: name.to_string(),
+                                }));
+                                return Decision::Keep;
+                            }
+                        },
+                    };
+                    match step(typed) {
+                        Err(error) => {
+                            outcome = Some(Err(error));
+                            Decision::Keep
+                        }
+                        Ok(Change::Keep(result)) => {
+                            outcome = Some(Ok(result));
+                            Decision::Keep
+                        }
+                        Ok(Change::Updated(result)) => {
+                            outcome = Some(Ok(result));
+                            Decision::Updated
+                        }
+                        Ok(Change::Put(value, result)) => {
+                            outcome = Some(Ok(result));
+                            Decision::Put(value.into())
+                        }
+                        Ok(Change::Delete(result)) => {
+                            outcome = Some(Ok(result));
+                            Decision::Delete
+                        }
                     }
-                })?),
-            };
-            let outcome = match (step(typed)?, &current) {
-                (Change::Keep(result), _) | (Change::Delete(result), None) => return Ok(result),
-                (Change::Put(value, result), None) => {
-                    self.store.create(value.into()).map(|_| result)
+                });
+            match applied {
+                Ok(()) => {
+                    return outcome.unwrap_or_else(|| {
+                        Err(IpamError::InvalidArgument {
+                            what: format!(
+                                "{operation}: the datastore finished without running the change"
+                            ),
+                        })
+                    });
                 }
-                (Change::Put(value, result), Some(versioned)) => self
-                    .store
-                    .update(value.into(), &versioned.revision)
-                    .map(|_| result),
-                (Change::Delete(result), Some(versioned)) => self
-                    .store
-                    .delete(T::KIND, name, &versioned.revision)
-                    .map(|_| result),
-            };
-            match outcome {
-                Ok(result) => return Ok(result),
                 Err(error) if error.is_contention() => {
                     tracing::debug!(operation, kind = %T::KIND, name, attempt, "overtaken by another writer; retrying");
                     backoff(attempt);

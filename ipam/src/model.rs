@@ -426,13 +426,23 @@ impl Resource {
 /// A block's store name, Calico-style: the CIDR with `.`, `:` and `/` turned into `-`
 /// (`198-18-0-0-26`), which is a valid Kubernetes object name and an etcd key segment.
 pub fn block_name(cidr: &IpNet) -> String {
-    cidr.to_string()
-        .chars()
-        .map(|c| match c {
-            '.' | ':' | '/' => '-',
-            other => other,
-        })
-        .collect()
+    use std::fmt::Write;
+    /// Writes what it is given with the separators turned into dashes, so the name is
+    /// built in one allocation (this runs several times per assignment).
+    struct Dashed(String);
+    impl Write for Dashed {
+        fn write_str(&mut self, text: &str) -> fmt::Result {
+            self.0.extend(text.chars().map(|c| match c {
+                '.' | ':' | '/' => '-',
+                other => other,
+            }));
+            Ok(())
+        }
+    }
+    let mut name = Dashed(String::with_capacity(48));
+    // Writing to a String cannot fail.
+    let _ = write!(name, "{cidr}");
+    name.0
 }
 
 /// The `affinity` value of a block owned by `node`.

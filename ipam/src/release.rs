@@ -55,13 +55,14 @@ impl<S: Store> Ipam<S> {
                         why: format!("block {name} was deleted"),
                     });
                 };
-                let mut block = current.clone();
-                match block.release(address, handle_id, sequence) {
-                    Ok(released) => Ok(Change::Put(block, released)),
+                // In place: `release` changes nothing when it refuses.
+                let cidr = current.cidr;
+                match current.release(address, handle_id, sequence) {
+                    Ok(released) => Ok(Change::Updated(released)),
                     Err(ReleaseRefusal::OutsideBlock) | Err(ReleaseRefusal::NotAllocated) => {
                         Err(IpamError::NotAllocated {
                             address,
-                            why: format!("free in block {}", current.cidr),
+                            why: format!("free in block {cidr}"),
                         })
                     }
                     Err(ReleaseRefusal::SequenceMismatch { expected, actual }) => {
@@ -111,12 +112,11 @@ impl<S: Store> Ipam<S> {
                     let Some(current) = current else {
                         return Ok(Change::Keep(Vec::new()));
                     };
-                    let mut block = current.clone();
-                    let freed = block.release_handle(handle_id);
+                    let freed = current.release_handle(handle_id);
                     Ok(if freed.is_empty() {
                         Change::Keep(freed)
                     } else {
-                        Change::Put(block, freed)
+                        Change::Updated(freed)
                     })
                 })?;
             released.extend(freed);

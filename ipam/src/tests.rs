@@ -620,9 +620,43 @@ fn gc_releases_leaked_handles_and_finishes_half_done_work() {
     assert_eq!(again, GcReport::default());
 }
 
+/// The memory store with only the five compare-and-swap calls, so `apply` takes the trait's
+/// default (read, then compare-and-swap, retried on conflict): the path an etcd or
+/// Kubernetes backend takes.
+struct CompareAndSwapOnly(MemoryStore);
+
+impl Store for CompareAndSwapOnly {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
+        self.0.get(kind, name)
+    }
+    fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
+        self.0.list(kind, node)
+    }
+    fn create(&self, value: Resource) -> Result<Revision, StoreError> {
+        self.0.create(value)
+    }
+    fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
+        self.0.update(value, revision)
+    }
+    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
+        self.0.delete(kind, name, revision)
+    }
+}
+
 #[test]
 fn concurrent_threads_never_share_an_address() {
-    let ipam = Arc::new(ipam_with(&[("pool", "198.18.0.0/16")]));
+    concurrent_assignments(Ipam::new(MemoryStore::new()));
+}
+
+#[test]
+fn concurrent_threads_never_share_an_address_with_compare_and_swap_alone() {
+    concurrent_assignments(Ipam::new(CompareAndSwapOnly(MemoryStore::new())));
+}
+
+fn concurrent_assignments<S: Store + 'static>(ipam: Ipam<S>) {
+    ipam.create_pool(IPPool::new("pool", net("198.18.0.0/16")))
+        .unwrap();
+    let ipam = Arc::new(ipam);
     let threads: Vec<_> = (0..4)
         .map(|thread| {
             let ipam = Arc::clone(&ipam);

@@ -112,6 +112,21 @@ impl StoreError {
     }
 }
 
+/// What a read-modify-write step decided about the object it was shown.
+pub enum Decision {
+    /// Write this value (create the object if it was absent).
+    Put(Resource),
+    /// The step changed the object it was shown, in place: write that.
+    Updated,
+    /// Delete the object (nothing if it was absent).
+    Delete,
+    /// Write nothing. A step that returns this must not have changed the object.
+    Keep,
+}
+
+/// A read-modify-write step, as [`Store::apply`] runs it.
+pub type Step<'a> = dyn FnMut(Option<&mut Resource>) -> Decision + 'a;
+
 /// A key-value store with per-object compare-and-swap. See the module docs.
 pub trait Store: Send + Sync {
     /// One object, or `None`.
@@ -131,6 +146,32 @@ pub trait Store: Send + Sync {
     /// Deletes an object if it is still at `revision`; `Conflict` if it changed,
     /// `NotFound` if it is gone.
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError>;
+
+    /// Reads one object, lets `step` decide, and writes the decision. This default is a
+    /// `get` and then a compare-and-swap on the revision read: if another writer got there
+    /// first it fails with a contention error ([`StoreError::is_contention`]) and the caller
+    /// runs the step again on a fresh read, which is what etcd and Kubernetes offer. A store
+    /// that can hold the object still while the step runs (the memory store under its lock,
+    /// SQLite inside its write transaction) overrides this to do it in one go, with no
+    /// contention errors and no copy of the object.
+    fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
+        let current = self.get(kind, name)?;
+        let mut copy: Option<Resource> =
+            current.as_ref().map(|versioned| (*versioned.value).clone());
+        let decision = step(copy.as_mut());
+        match (decision, current, copy) {
+            (Decision::Keep, _, _) | (Decision::Delete, None, _) | (Decision::Updated, None, _) => {
+                Ok(())
+            }
+            (Decision::Put(value), None, _) => self.create(value).map(|_| ()),
+            (Decision::Put(value), Some(read), _) => self.update(value, &read.revision).map(|_| ()),
+            (Decision::Updated, Some(read), Some(changed)) => {
+                self.update(changed, &read.revision).map(|_| ())
+            }
+            (Decision::Updated, Some(_), None) => Ok(()),
+            (Decision::Delete, Some(read), _) => self.delete(kind, name, &read.revision),
+        }
+    }
 }
 
 impl<T: Store + ?Sized> Store for Box<T> {
@@ -149,6 +190,9 @@ impl<T: Store + ?Sized> Store for Box<T> {
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
         (**self).delete(kind, name, revision)
     }
+    fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
+        (**self).apply(kind, name, step)
+    }
 }
 
 impl<T: Store + ?Sized> Store for Arc<T> {
@@ -166,6 +210,9 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     }
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
         (**self).delete(kind, name, revision)
+    }
+    fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
+        (**self).apply(kind, name, step)
     }
 }
 

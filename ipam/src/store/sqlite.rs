@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{Revision, Store, StoreError, Versioned};
+use super::{Decision, Revision, Step, Store, StoreError, Versioned};
 use crate::model::{Kind, Resource};
 
 /// `application_id` of a tortie database: "trti".
@@ -83,7 +83,11 @@ impl SqliteStore {
             });
         }
         connection
-            .execute_batch("PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF;")
+            // mmap: pages are read from the shared page cache instead of copied by read(2).
+            .execute_batch(
+                "PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = OFF; PRAGMA mmap_size = 268435456; \
+                 PRAGMA cache_size = -16384;",
+            )
             .map_err(|e| backend("setting pragmas", e))?;
 
         let mut connection = connection;
@@ -265,6 +269,75 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// [`Store::apply`] in one write transaction: read, decide, write, with the write lock
+    /// held throughout, so processes never overtake each other and one commit suffices.
+    fn apply_in_transaction(
+        &self,
+        kind: Kind,
+        name: &str,
+        step: &mut Step<'_>,
+    ) -> Result<(), StoreError> {
+        let what = || format!("changing {kind} {name}");
+        let mut connection = self.lock();
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| self.backend(what(), e))?;
+        let row: Option<(i64, String)> = transaction
+            .prepare_cached("SELECT revision, value FROM objects WHERE kind = ?1 AND name = ?2")
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![kind.as_str(), name], |row| {
+                        Ok((row.get(0)?, row.get(1)?))
+                    })
+                    .optional()
+            })
+            .map_err(|e| self.backend(what(), e))?;
+        let mut current = match row {
+            None => None,
+            Some((revision, text)) => {
+                let versioned = self.decode(kind, name, revision, &text)?;
+                Some(Arc::try_unwrap(versioned.value).unwrap_or_else(|shared| (*shared).clone()))
+            }
+        };
+        let existed = current.is_some();
+        let (value, delete) = match step(current.as_mut()) {
+            Decision::Keep => return Ok(()),
+            Decision::Delete if !existed => return Ok(()),
+            Decision::Updated if !existed => return Ok(()),
+            Decision::Delete => (None, true),
+            Decision::Put(value) => (Some(value), false),
+            Decision::Updated => (current, false),
+        };
+        let revision: i64 = transaction
+            .prepare_cached(
+                "UPDATE meta SET value = value + 1 WHERE key = 'revision' RETURNING value",
+            )
+            .and_then(|mut statement| statement.query_row([], |row| row.get(0)))
+            .map_err(|e| self.backend(what(), e))?;
+        let result = match (value, delete) {
+            (_, true) => transaction
+                .prepare_cached("DELETE FROM objects WHERE kind = ?1 AND name = ?2")
+                .and_then(|mut statement| statement.execute(params![kind.as_str(), name])),
+            (Some(value), false) => {
+                let text = self.encode(&value)?;
+                transaction
+                    .prepare_cached(
+                        "INSERT INTO objects (kind, name, node, revision, value) VALUES (?1, ?2, ?3, ?4, ?5) \
+                         ON CONFLICT (kind, name) DO UPDATE SET node = excluded.node, \
+                         revision = excluded.revision, value = excluded.value",
+                    )
+                    .and_then(|mut statement| {
+                        statement.execute(params![kind.as_str(), name, value.node(), revision, text])
+                    })
+            }
+            (None, false) => Ok(0),
+        };
+        result.map_err(|e| self.backend(what(), e))?;
+        transaction.commit().map_err(|e| self.backend(what(), e))
+    }
+}
+
 fn matches(current: i64, expected: &Revision) -> bool {
     expected.as_number() == Some(current as u64)
 }
@@ -387,6 +460,10 @@ impl Store for SqliteStore {
                 Ok(())
             },
         )
+    }
+
+    fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
+        self.apply_in_transaction(kind, name, step)
     }
 }
 
