@@ -70,6 +70,24 @@ pub struct AddressInfo {
     pub sequence: Option<u64>,
 }
 
+/// An address as a report names it: with its sequence number, so that acting on the report
+/// later cannot release the address if it has been reallocated since.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct HeldAddress {
+    pub address: IpAddr,
+    pub sequence: u64,
+}
+
+/// What [`Ipam::release_from_report`] did with each problem of a report.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReportOutcome {
+    pub released: Vec<IpAddr>,
+    pub repaired_handles: Vec<String>,
+    /// Problems left alone, each with the reason.
+    pub skipped: Vec<String>,
+}
+
 /// One inconsistency [`Ipam::check`] found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -82,7 +100,7 @@ pub enum Problem {
     AllocationWithoutHandle {
         block: IpNet,
         handle_id: Option<String>,
-        addresses: Vec<IpAddr>,
+        allocations: Vec<HeldAddress>,
         recorded: u32,
     },
     /// A handle counts more addresses in a block than the block holds for it.
@@ -109,6 +127,7 @@ pub enum Problem {
         block: IpNet,
         address: IpAddr,
         handle_id: Option<String>,
+        sequence: u64,
     },
     OverlappingBlocks {
         block: IpNet,
@@ -191,6 +210,83 @@ fn usage(block: &IPAMBlock) -> BlockUsage {
 }
 
 impl<S: Store> Ipam<S> {
+    /// Sets a handle's per-block counts to what the blocks hold (deleting the handle if they
+    /// hold nothing for it). Returns whether anything changed. Lists every block: a repair,
+    /// not a hot path.
+    pub fn repair_handle(&self, handle_id: &str) -> Result<bool, IpamError> {
+        let blocks = self.blocks()?;
+        self.repair_handle_from(handle_id, &blocks)
+    }
+
+    fn repair_handle_from(&self, handle_id: &str, blocks: &[IPAMBlock]) -> Result<bool, IpamError> {
+        let mut truth: BTreeMap<String, u32> = BTreeMap::new();
+        for block in blocks {
+            let count = block
+                .allocations_iter()
+                .filter(|v| v.handle_id() == Some(handle_id))
+                .count();
+            if count > 0 {
+                truth.insert(block_name(&block.cidr), count as u32);
+            }
+        }
+        self.modify::<IPAMHandle, bool>("repairing a handle", handle_id, |current| {
+            Ok(match current {
+                Some(current) if current.block == truth => Change::Keep(false),
+                Some(_) if truth.is_empty() => Change::Delete(true),
+                Some(current) => {
+                    current.block = truth.clone();
+                    Change::Updated(true)
+                }
+                None if truth.is_empty() => Change::Keep(false),
+                None => Change::Put(
+                    IPAMHandle {
+                        handle_id: handle_id.to_string(),
+                        block: truth.clone(),
+                        deleted: false,
+                        timestamp: crate::ipam::unix_now(),
+                    },
+                    true,
+                ),
+            })
+        })
+    }
+
+    /// Acts on a report from [`Ipam::check`] (possibly an old one): releases addresses no
+    /// handle accounts for, unless they were reallocated since the report (the sequence
+    /// check), and recounts handles that disagree with their blocks. Everything else is left
+    /// for GC or an operator, and listed with the reason.
+    pub fn release_from_report(&self, report: &CheckReport) -> Result<ReportOutcome, IpamError> {
+        let mut outcome = ReportOutcome::default();
+        for problem in &report.problems {
+            match problem {
+                Problem::AllocationWithoutHandle { handle_id, allocations, recorded: 0, .. } => {
+                    for held in allocations {
+                        match self.release_address(held.address, handle_id.as_deref(), Some(held.sequence)) {
+                            Ok(_) => outcome.released.push(held.address),
+                            Err(
+                                error @ (IpamError::StaleRelease { .. }
+                                | IpamError::NotAllocated { .. }
+                                | IpamError::HandleMismatch { .. }),
+                            ) => outcome.skipped.push(error.to_string()),
+                            Err(error) => return Err(error),
+                        }
+                    }
+                }
+                Problem::AllocationWithoutHandle { handle_id: Some(handle_id), .. }
+                | Problem::HandleWithoutAllocation { handle_id, .. } => {
+                    if !outcome.repaired_handles.contains(handle_id) && self.repair_handle(handle_id)? {
+                        outcome.repaired_handles.push(handle_id.clone());
+                    }
+                }
+                other => outcome.skipped.push(format!(
+                    "{}: not an address to release; the node agent's GC finishes claims and releases",
+                    serde_json::to_string(other).unwrap_or_else(|_| format!("{other:?}"))
+                )),
+            }
+        }
+        Ok(outcome)
+    }
+
     /// Addresses per pool and per block.
     pub fn utilization(&self) -> Result<Utilization, IpamError> {
         let pools = self.pools()?;
@@ -292,7 +388,7 @@ impl<S: Store> Ipam<S> {
 
         // Blocks: their own bookkeeping, their owner's affinity, their pool.
         let mut holders: HashMap<IpAddr, Vec<IpNet>> = HashMap::new();
-        let mut actual: HashMap<(String, String), (u32, Vec<IpAddr>)> = HashMap::new();
+        let mut actual: HashMap<(String, String), (u32, Vec<HeldAddress>)> = HashMap::new();
         for block in &blocks {
             for problem in block.integrity_problems() {
                 problems.push(Problem::BlockCorrupt {
@@ -323,6 +419,7 @@ impl<S: Store> Ipam<S> {
                         block: block.cidr,
                         address: view.address,
                         handle_id: view.handle_id().map(str::to_string),
+                        sequence: view.sequence.unwrap_or(0),
                     });
                 }
                 match view.handle_id() {
@@ -331,16 +428,22 @@ impl<S: Store> Ipam<S> {
                             .entry((handle_id.to_string(), name.clone()))
                             .or_default();
                         entry.0 += 1;
-                        entry.1.push(view.address);
+                        entry.1.push(HeldAddress {
+                            address: view.address,
+                            sequence: view.sequence.unwrap_or(0),
+                        });
                     }
-                    None => unhandled.push(view.address),
+                    None => unhandled.push(HeldAddress {
+                        address: view.address,
+                        sequence: view.sequence.unwrap_or(0),
+                    }),
                 }
             }
             if !unhandled.is_empty() {
                 problems.push(Problem::AllocationWithoutHandle {
                     block: block.cidr,
                     handle_id: None,
-                    addresses: unhandled,
+                    allocations: unhandled,
                     recorded: 0,
                 });
             }
@@ -363,7 +466,7 @@ impl<S: Store> Ipam<S> {
                     problems.push(Problem::AllocationWithoutHandle {
                         block,
                         handle_id: Some(key.0.clone()),
-                        addresses,
+                        allocations: addresses,
                         recorded: recorded_count,
                     });
                 }
@@ -491,38 +594,14 @@ impl<S: Store> Ipam<S> {
             }
         }
 
-        // 2. Live handles whose counts disagree with the blocks: count again, block by block.
+        // 2. Live handles whose counts disagree with the blocks: count again.
         for handle_id in live_handles {
             let Some(handle) = self.handle(handle_id)? else {
                 continue;
             };
-            if !old_enough(now.saturating_sub(handle.timestamp)) {
-                continue;
-            }
-            let mut truth: BTreeMap<String, u32> = BTreeMap::new();
-            for block in &blocks {
-                let count = block
-                    .allocations_iter()
-                    .filter(|v| v.handle_id() == Some(handle_id.as_str()))
-                    .count();
-                if count > 0 {
-                    truth.insert(block_name(&block.cidr), count as u32);
-                }
-            }
-            if truth != handle.block {
-                self.modify::<IPAMHandle, ()>("repairing a handle", handle_id, |current| {
-                    Ok(match current {
-                        _ if truth.is_empty() => Change::Delete(()),
-                        Some(current) => Change::Put(
-                            IPAMHandle {
-                                block: truth.clone(),
-                                ..current.clone()
-                            },
-                            (),
-                        ),
-                        None => Change::Keep(()),
-                    })
-                })?;
+            if old_enough(now.saturating_sub(handle.timestamp))
+                && self.repair_handle_from(handle_id, &blocks)?
+            {
                 report.repaired_handles.push(handle_id.clone());
             }
         }

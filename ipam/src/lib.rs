@@ -71,7 +71,10 @@ pub mod store;
 
 pub use assign::{Allocation, AssignIpArgs, Assigned, AutoAssignArgs, TunnelType};
 pub use block::{AllocationAttribute, IPAMBlock, ReleasedAddress};
-pub use check::{AddressInfo, BlockUsage, CheckReport, GcReport, PoolUsage, Problem, Utilization};
+pub use check::{
+    AddressInfo, BlockUsage, BorrowedAddress, CheckReport, GcReport, HeldAddress, PoolUsage,
+    Problem, ReportOutcome, Utilization,
+};
 pub use error::{IpamError, PoolAttempt, PoolRefusal};
 pub use ipam::{DEFAULT_MAX_ATTEMPTS, Ipam};
 pub use model::{

@@ -6,7 +6,8 @@ use crate::block::IPAMBlock;
 use crate::error::IpamError;
 use crate::ipam::{Change, Ipam};
 use crate::model::{
-    BLOCK_SIZE_RANGE_V4, BLOCK_SIZE_RANGE_V6, BlockAffinity, Family, IPPool, block_name,
+    BLOCK_SIZE_RANGE_V4, BLOCK_SIZE_RANGE_V6, BlockAffinity, EncapsulationMode, Family, IPPool,
+    block_name,
 };
 use crate::selector::Selector;
 use crate::store::Store;
@@ -79,6 +80,15 @@ pub fn validate_pool(pool: &IPPool) -> Result<(), IpamError> {
             format!(
                 "/{} blocks do not fit in {}: the block size must be ≥ the pool's prefix length",
                 pool.block_size, pool.cidr
+            ),
+        ));
+    }
+    if pool.ipip_mode != EncapsulationMode::Never && pool.vxlan_mode != EncapsulationMode::Never {
+        return Err(invalid(
+            "ipipMode",
+            format!(
+                "{} together with vxlanMode {}: a pool uses one encapsulation; set the other to Never",
+                pool.ipip_mode, pool.vxlan_mode
             ),
         ));
     }
