@@ -5,4 +5,5 @@
 //! result.
 
 pub mod autodetect;
+pub mod ctl;
 pub mod kubernetes;
