@@ -42,13 +42,16 @@
 //! [`Store`] is five calls: get, list (optionally by node, through an index), create,
 //! update and delete, the last two with the [`Revision`] that was read. That is the common
 //! ground of etcd (transactions comparing `mod_revision`, key prefixes) and the Kubernetes
-//! API (`resourceVersion`, label selectors), so both can back it later with no change here;
-//! [`MemoryStore`] and [`SqliteStore`] (WAL, busy timeout, many processes on one file) back
-//! it now. There are no multi-object transactions, because neither of those offers them on
-//! CRDs; instead every operation is a sequence of single-object compare-and-swaps ordered
-//! so that each prefix of it is a state check and GC understand. A write overtaken by
-//! another writer is re-read and re-decided inside IPAM, a bounded number of times
-//! ([`DEFAULT_MAX_ATTEMPTS`]) with randomised backoff, so callers never see a conflict
+//! API (`resourceVersion`, label selectors), so both can back it later with no change here.
+//! A sixth, [`Store::apply`] (read one object, let a step decide, write the decision), has
+//! a default built from get and compare-and-swap; [`MemoryStore`] overrides it to run the
+//! step under its lock on the stored object itself, and [`SqliteStore`] (WAL, busy timeout,
+//! many processes on one file) to run it inside one write transaction, which is where their
+//! speed comes from. There are no multi-object transactions: the Kubernetes API has none
+//! (etcd has, but then IPAM would differ per backend); instead every operation is a sequence of single-object
+//! writes ordered so that each prefix of it is a state check and GC understand. A write
+//! overtaken by another writer is re-read and re-decided inside IPAM, a bounded number of
+//! times ([`DEFAULT_MAX_ATTEMPTS`]) with randomised backoff, so callers never see a conflict
 //! unless the store is pathologically contended ([`IpamError::TooManyConflicts`]).
 //!
 //! # Failing well
