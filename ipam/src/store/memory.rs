@@ -84,12 +84,16 @@ impl MemoryStore {
         MemoryStore::default()
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while holding the lock cannot leave the maps half-updated (every write is
-        // a single insert or remove), so a poisoned lock is still safe to use.
-        self.inner
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn lock(&self) -> Result<MutexGuard<'_, Inner>, StoreError> {
+        // A step that panicked while changing an object in place (`apply`) may have left it
+        // half-changed; refuse to go on rather than serve it.
+        self.inner.lock().map_err(|_| StoreError::Backend {
+            location: "memory".to_string(),
+            what: "locking the store".to_string(),
+            source:
+                "a thread panicked while changing the store; its contents can no longer be trusted"
+                    .into(),
+        })
     }
 }
 
@@ -103,7 +107,7 @@ fn stale(kind: Kind, name: &str, expected: &Revision) -> StoreError {
 
 impl Store for MemoryStore {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
-        let inner = self.lock();
+        let inner = self.lock()?;
         Ok(inner.objects[kind.index()]
             .get(name)
             .map(|entry| Versioned {
@@ -113,7 +117,7 @@ impl Store for MemoryStore {
     }
 
     fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
-        let inner = self.lock();
+        let inner = self.lock()?;
         let objects = &inner.objects[kind.index()];
         let versioned = |entry: &Entry| Versioned {
             value: Arc::clone(&entry.value),
@@ -144,7 +148,7 @@ impl Store for MemoryStore {
         let kind = value.kind();
         let name = value.name();
         let node = value.node().map(str::to_string);
-        let mut inner = self.lock();
+        let mut inner = self.lock()?;
         if inner.objects[kind.index()].contains_key(&name) {
             return Err(StoreError::AlreadyExists { kind, name });
         }
@@ -166,7 +170,7 @@ impl Store for MemoryStore {
         let kind = value.kind();
         let name = value.name();
         let node = value.node().map(str::to_string);
-        let mut inner = self.lock();
+        let mut inner = self.lock()?;
         let old_node = match inner.objects[kind.index()].get(&name) {
             None => return Err(StoreError::NotFound { kind, name }),
             Some(entry) if Some(entry.revision) != revision.as_number() => {
@@ -192,7 +196,7 @@ impl Store for MemoryStore {
     }
 
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
-        let mut inner = self.lock();
+        let mut inner = self.lock()?;
         let node = match inner.objects[kind.index()].get(name) {
             None => {
                 return Err(StoreError::NotFound {
@@ -220,7 +224,7 @@ impl MemoryStore {
     /// [`Store::apply`] under the lock: the step sees the stored object itself (copied
     /// only if a reader still holds it), so nothing is copied and nothing can conflict.
     fn apply_locked(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
-        let mut guard = self.lock();
+        let mut guard = self.lock()?;
         let inner = &mut *guard;
         let objects = &mut inner.objects[kind.index()];
         let Some(entry) = objects.get_mut(name) else {
