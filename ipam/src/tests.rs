@@ -758,3 +758,96 @@ fn bad_arguments_are_refused() {
     ));
     assert!(ipam.blocks().unwrap().is_empty());
 }
+
+#[test]
+fn huge_ipv6_pools_claim_without_overflow() {
+    let ipam = ipam_with(&[("v6", "2001:db8::/32")]);
+    let pool = ipam.pool("v6").unwrap().unwrap();
+    assert_eq!(pool.block_count(), 1u128 << 90);
+    let mut seen = HashSet::new();
+    for node in 0..20 {
+        let args = AutoAssignArgs {
+            num4: 0,
+            num6: 1,
+            ..AutoAssignArgs::new(format!("h{node}"), format!("node-{node}"))
+        };
+        let address = ipam.auto_assign(&args).unwrap().ipv6[0].address;
+        assert!(net("2001:db8::/32").contains(&address));
+        assert!(seen.insert(address));
+    }
+    assert_eq!(ipam.affinities(None).unwrap().len(), 20);
+    assert_clean(&ipam);
+}
+
+/// The memory store, with a hook that runs just before a block is deleted: there another
+/// process would allocate from the block after `release_empty_blocks` saw it empty.
+struct AllocateBeforeBlockDelete {
+    inner: Arc<MemoryStore>,
+    fired: AtomicUsize,
+}
+
+impl Store for AllocateBeforeBlockDelete {
+    fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
+        self.inner.get(kind, name)
+    }
+    fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
+        self.inner.list(kind, node)
+    }
+    fn create(&self, value: Resource) -> Result<Revision, StoreError> {
+        self.inner.create(value)
+    }
+    fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
+        self.inner.update(value, revision)
+    }
+    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
+        if kind == Kind::IPAMBlock && self.fired.fetch_add(1, Ordering::SeqCst) == 0 {
+            let racer = Ipam::new(Arc::clone(&self.inner));
+            let args = AssignIpArgs {
+                address: ip("192.0.2.5"),
+                handle_id: "late-pod".into(),
+                node: "node-a".into(),
+                attributes: BTreeMap::new(),
+            };
+            racer
+                .assign_ip(&args)
+                .map_err(|error| StoreError::Backend {
+                    location: "test".into(),
+                    what: "racing assignment".into(),
+                    source: error.to_string().into(),
+                })?;
+        }
+        self.inner.delete(kind, name, revision)
+    }
+    fn apply(
+        &self,
+        kind: Kind,
+        name: &str,
+        step: &mut crate::store::Step<'_>,
+    ) -> Result<(), StoreError> {
+        self.inner.apply(kind, name, step)
+    }
+}
+
+#[test]
+fn an_allocation_racing_a_block_release_keeps_the_block() {
+    let inner = Arc::new(MemoryStore::new());
+    let ipam = Ipam::new(AllocateBeforeBlockDelete {
+        inner: Arc::clone(&inner),
+        fired: AtomicUsize::new(0),
+    });
+    ipam.create_pool(IPPool::new("pool", net("192.0.2.0/26")))
+        .unwrap();
+    one(&ipam, "first", "node-a");
+    ipam.release_handle("first").unwrap();
+    // The block looks empty, but an address is taken between the look and the delete.
+    let released = ipam.release_empty_blocks("node-a").unwrap();
+    assert!(
+        released.is_empty(),
+        "a block holding an address was released: {released:?}"
+    );
+    assert_eq!(ipam.blocks().unwrap().len(), 1);
+    assert!(ipam.address_info(ip("192.0.2.5")).unwrap().allocated);
+    let affinities = ipam.affinities(Some("node-a")).unwrap();
+    assert_eq!(affinities[0].state, AffinityState::Confirmed);
+    assert_clean(&ipam);
+}
