@@ -79,6 +79,11 @@ enum Action {
 }
 
 fn main() -> Result<()> {
+    // End quietly when the reader of the table or the addresses goes away (`| head`).
+    // SAFETY: restoring a signal's default disposition at start-up, before any thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     match Cli::parse().action {
         Action::Assign {
             datastore,
