@@ -496,15 +496,15 @@ impl<S: Store> Ipam<S> {
         blocks.sort_by_key(|block| (block.cidr.network(), block.cidr.prefix_len()));
         let mut widest: Option<IpNet> = None;
         for block in &blocks {
-            if let Some(previous) = widest {
-                if previous.contains(&block.cidr.network()) {
-                    problems.push(Problem::OverlappingBlocks {
-                        block: block.cidr,
-                        other: previous,
-                    });
-                    if previous.contains(&block.cidr.broadcast()) {
-                        continue;
-                    }
+            if let Some(previous) = widest
+                && previous.contains(&block.cidr.network())
+            {
+                problems.push(Problem::OverlappingBlocks {
+                    block: block.cidr,
+                    other: previous,
+                });
+                if previous.contains(&block.cidr.broadcast()) {
+                    continue;
                 }
             }
             widest = Some(block.cidr);

@@ -19,10 +19,10 @@ impl<S: Store> Ipam<S> {
             .pools()?
             .into_iter()
             .find(|pool| pool.cidr.contains(&address));
-        if let Some(pool) = pool {
-            if let Some(block) = self.block(&pool.block_for(address))? {
-                return Ok(Some(block));
-            }
+        if let Some(pool) = pool
+            && let Some(block) = self.block(&pool.block_for(address))?
+        {
+            return Ok(Some(block));
         }
         Ok(self
             .blocks()?

@@ -50,12 +50,12 @@ struct Inner {
 
 impl Inner {
     fn unindex(&mut self, kind: Kind, name: &str, node: Option<&str>) {
-        if let Some(node) = node {
-            if let Some(names) = self.by_node.get_mut(node) {
-                names[kind.index()].remove(name);
-                if names.iter().all(BTreeSet::is_empty) {
-                    self.by_node.remove(node);
-                }
+        if let Some(node) = node
+            && let Some(names) = self.by_node.get_mut(node)
+        {
+            names[kind.index()].remove(name);
+            if names.iter().all(BTreeSet::is_empty) {
+                self.by_node.remove(node);
             }
         }
     }
