@@ -84,6 +84,32 @@ impl Netns {
         &self.name
     }
 
+    /// Runs `work` on a new thread that has entered this namespace (`setns` changes the
+    /// network namespace of the calling thread only), so a test can serve or connect from
+    /// inside it in-process: sockets the thread opens belong to this namespace.
+    pub fn spawn_thread<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> std::thread::JoinHandle<T> {
+        let path = format!("/run/netns/{}", self.name);
+        std::thread::spawn(move || {
+            let handle = std::fs::File::open(&path)
+                .unwrap_or_else(|error| panic!("cannot open {path}: {error}"));
+            // SAFETY: `handle` is an open namespace file; CLONE_NEWNET asks setns to check
+            // that it is a network namespace. Only this thread moves.
+            let entered = unsafe {
+                libc::setns(std::os::fd::AsRawFd::as_raw_fd(&handle), libc::CLONE_NEWNET)
+            };
+            assert_eq!(
+                entered,
+                0,
+                "setns into {path}: {}",
+                std::io::Error::last_os_error()
+            );
+            work()
+        })
+    }
+
     /// Runs `ip -n <this namespace> args...` and panics, showing its output, if it fails.
     #[track_caller]
     pub fn ip(&self, args: &[&str]) -> Output {

@@ -6,6 +6,7 @@
 //! also when the test fails), so the tests run in parallel.
 
 use serde::Deserialize;
+use std::time::Duration;
 use tortie_tests::{Exec, Netns, Output, tortie_node, veth};
 
 // ---------------------------------------------------------------------------------------
@@ -920,5 +921,192 @@ fn lab_cidr_picks_the_nic_in_the_subnet_on_both_nodes() {
         "cidr=198.51.100.0/24",
         (A_198, "ens32"),
         (B_198, "eth1"),
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// kubernetes-internal-ip against an API server stand-in
+// ---------------------------------------------------------------------------------------
+
+/// A minimal Kubernetes API stand-in, serving `GET /api/v1/nodes/<name>` for one Node over
+/// plain HTTP on a namespace's loopback, until dropped. No kube-apiserver can be installed
+/// on these machines; this exercises tortie-node's real client (kubeconfig loading, the
+/// request, the Node object's decoding) against the API's documented shape.
+struct FakeApiServer {
+    port: u16,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<Vec<String>>>,
+}
+
+impl FakeApiServer {
+    fn start(
+        netns: &Netns,
+        node_name: &'static str,
+        internal_ips: &'static [&'static str],
+    ) -> Self {
+        use std::io::{Read, Write};
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (port_tx, port_rx) = std::sync::mpsc::channel();
+        let thread_stop = stop.clone();
+        let thread = netns.spawn_thread(move || {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind in netns");
+            port_tx
+                .send(listener.local_addr().expect("bound address").port())
+                .expect("port to the test");
+            listener.set_nonblocking(true).expect("nonblocking listener");
+            let mut requests = Vec::new();
+            while !thread_stop.load(Ordering::Relaxed) {
+                let mut stream = match listener.accept() {
+                    Ok((stream, _)) => stream,
+                    Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                        // Not a wait for a condition: the accept loop's idle pause.
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                    Err(error) => panic!("accept: {error}"),
+                };
+                stream.set_nonblocking(false).expect("blocking stream");
+                stream
+                    .set_read_timeout(Some(Duration::from_secs(10)))
+                    .expect("read timeout");
+                let mut request = Vec::new();
+                let mut buffer = [0u8; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buffer) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buffer[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&request).into_owned();
+                let path = request.split_whitespace().nth(1).unwrap_or("").to_string();
+                requests.push(path.clone());
+                let wanted = format!("/api/v1/nodes/{node_name}");
+                let (status, body) = if path == wanted {
+                    let addresses: Vec<String> = internal_ips
+                        .iter()
+                        .map(|ip| format!(r#"{{"type":"InternalIP","address":"{ip}"}}"#))
+                        .chain([format!(r#"{{"type":"Hostname","address":"{node_name}"}}"#)])
+                        .collect();
+                    (
+                        "200 OK",
+                        format!(
+                            r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{node_name}"}},"status":{{"addresses":[{}]}}}}"#,
+                            addresses.join(",")
+                        ),
+                    )
+                } else {
+                    (
+                        "404 Not Found",
+                        r#"{"apiVersion":"v1","kind":"Status","status":"Failure","message":"not found","reason":"NotFound","code":404}"#.to_string(),
+                    )
+                };
+                let response = format!(
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes());
+            }
+            requests
+        });
+        let port = port_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the stand-in API server reports its port");
+        FakeApiServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn kubeconfig(&self, dir: &tortie_tests::ScratchDir) -> String {
+        let text = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: stand-in\n  cluster:\n    server: http://127.0.0.1:{}\ncontexts:\n- name: stand-in\n  context:\n    cluster: stand-in\n    user: tester\ncurrent-context: stand-in\nusers:\n- name: tester\n  user:\n    token: not-a-secret\n",
+            self.port
+        );
+        dir.write("kubeconfig", &text).display().to_string()
+    }
+
+    /// Stops serving and returns the paths that were requested.
+    fn finish(mut self) -> Vec<String> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(requests)) => requests,
+            Some(Err(_)) => panic!("the stand-in API server panicked"),
+            None => Vec::new(),
+        }
+    }
+}
+
+impl Drop for FakeApiServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn kubernetes_internal_ip_takes_the_nodes_internal_ip_from_the_api() {
+    let host = Netns::new("k8s-api");
+    let far = Netns::new("k8s-far");
+    veth(&host, "ens3", &far, "eth0");
+    host.add_address("ens3", "198.51.100.10/24");
+    host.add_address("ens3", "2001:db8:100::10/64");
+    host.link_up("ens3");
+    far.link_up("eth0");
+    host.wait_carrier("ens3");
+    // A newer interface first-found would prefer: the API's answer must win.
+    veth(&host, "ens4", &far, "eth1");
+    host.add_address("ens4", "203.0.113.10/24");
+    host.link_up("ens4");
+    far.link_up("eth1");
+
+    let server = FakeApiServer::start(&host, "node-7", &["198.51.100.10", "2001:db8:100::10"]);
+    let scratch = tortie_tests::ScratchDir::new("k8s-api");
+    let kubeconfig = server.kubeconfig(&scratch);
+    let detected = detect(
+        &host,
+        &[
+            ("IP_AUTODETECTION_METHOD", "kubernetes-internal-ip"),
+            ("IP6", "autodetect"),
+            ("IP6_AUTODETECTION_METHOD", "kubernetes-internal-ip"),
+            ("NODENAME", "node-7"),
+            ("KUBECONFIG", &kubeconfig),
+        ],
+    );
+    detected.assert_chosen(
+        Family::V4,
+        "198.51.100.10/24",
+        Some("ens3"),
+        "kubernetes-internal-ip",
+    );
+    detected.assert_chosen(
+        Family::V6,
+        "2001:db8:100::10/64",
+        Some("ens3"),
+        "kubernetes-internal-ip",
+    );
+
+    // A node the API does not know: exit 1, naming the node and what the API said.
+    let output = detect_fails(
+        &host,
+        &[
+            ("IP_AUTODETECTION_METHOD", "kubernetes-internal-ip"),
+            ("NODENAME", "node-unknown"),
+            ("KUBECONFIG", &kubeconfig),
+        ],
+        1,
+    );
+    assert!(
+        output.stderr.contains("node-unknown"),
+        "the error names the node:\n{output}"
+    );
+    let requests = server.finish();
+    assert!(
+        requests.iter().any(|p| p == "/api/v1/nodes/node-7")
+            && requests.iter().any(|p| p == "/api/v1/nodes/node-unknown"),
+        "requests seen by the stand-in: {requests:?}"
     );
 }
