@@ -9,6 +9,11 @@ packages=(
   bird2         # BGP peers the speaker is tested against (BIRD 2, FRR's bgpd, GoBGP):
   frr           # the harness runs its own instances in the foreground inside test
   gobgpd        # namespaces, whatever the packages' system services do
+  qemu-system-x86    # the VM tier (tests/vm/run-in-vm.sh): Debian's stock kernel, booted
+  linux-image-amd64  # under qemu, has the ipip module that CI's kernel lacks; busybox,
+  busybox-static     # kmod and cpio build the VM's initramfs
+  kmod
+  cpio
 )
 
 missing=()

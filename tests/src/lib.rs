@@ -52,6 +52,7 @@ pub mod netns;
 pub mod peers;
 pub mod process;
 pub mod scratch;
+pub mod vm;
 pub mod wait;
 
 pub use addresses::{TEST_NETWORKS, is_test_address};
