@@ -1066,3 +1066,556 @@ pub(crate) fn encode_attributes(
     }
     Ok(())
 }
+
+/// RFC 7606 error classes, one hand-built malformed UPDATE each.
+#[cfg(test)]
+mod tests {
+    use super::super::consts::{error_code, update_subcode};
+    use super::super::{DecodeError, Decoded, Message, UpdateField};
+    use super::*;
+
+    const FOUR: Negotiated = Negotiated {
+        four_octet_as: true,
+    };
+    const TWO: Negotiated = Negotiated {
+        four_octet_as: false,
+    };
+
+    /// ORIGIN IGP, AS_PATH [65001] (4-octet), NEXT_HOP 192.0.2.1: a valid set to add to.
+    const VALID: [&[u8]; 3] = [
+        &[0x40, 1, 1, 0],
+        &[0x40, 2, 6, 2, 1, 0, 0, 0xFD, 0xE9],
+        &[0x40, 3, 4, 192, 0, 2, 1],
+    ];
+    /// 198.51.100.0/24.
+    const NLRI: &[u8] = &[24, 198, 51, 100];
+
+    fn update(attributes: &[&[u8]], nlri: &[u8]) -> Vec<u8> {
+        let attributes: Vec<u8> = attributes.concat();
+        let mut wire = vec![0xFF; 16];
+        let length = 19 + 2 + 2 + attributes.len() + nlri.len();
+        wire.extend_from_slice(&(length as u16).to_be_bytes());
+        wire.push(2);
+        wire.extend_from_slice(&[0, 0]);
+        wire.extend_from_slice(&(attributes.len() as u16).to_be_bytes());
+        wire.extend_from_slice(&attributes);
+        wire.extend_from_slice(nlri);
+        wire
+    }
+
+    /// The valid set with `replace` standing in for the attribute at `index` (or added).
+    fn with(index: usize, replace: &[u8]) -> Vec<u8> {
+        let mut attributes = VALID.to_vec();
+        if index < attributes.len() {
+            attributes[index] = replace;
+        } else {
+            attributes.push(replace);
+        }
+        update(&attributes, NLRI)
+    }
+
+    fn decode(wire: &[u8], negotiated: &Negotiated) -> Decoded {
+        match Message::decode(wire, negotiated) {
+            Ok(decoded) => decoded,
+            Err(error) => panic!("expected a usable UPDATE, got {error}"),
+        }
+    }
+
+    fn attributes(decoded: &Decoded) -> &PathAttributes {
+        match &decoded.message {
+            Message::Update(update) => &update.attributes,
+            other => panic!("expected an UPDATE, got {other:?}"),
+        }
+    }
+
+    fn session_reset(wire: &[u8], negotiated: &Negotiated) -> DecodeError {
+        match Message::decode(wire, negotiated) {
+            Ok(decoded) => panic!("expected a session reset, got {decoded:?}"),
+            Err(error) => error,
+        }
+    }
+
+    /// Decodes and checks the one error and the action it implies.
+    fn single_error(
+        wire: &[u8],
+        type_code: u8,
+        kind: AttributeErrorKind,
+        action: ErrorAction,
+    ) -> Decoded {
+        let decoded = decode(wire, &FOUR);
+        assert_eq!(decoded.errors.len(), 1, "{:?}", decoded.errors);
+        assert_eq!(decoded.errors[0].type_code, type_code);
+        assert_eq!(decoded.errors[0].kind, kind);
+        assert_eq!(decoded.errors[0].action, action);
+        assert_eq!(decoded.action(), Some(action));
+        decoded
+    }
+
+    #[test]
+    fn the_valid_base_decodes_without_errors() {
+        let decoded = decode(&update(&VALID, NLRI), &FOUR);
+        assert!(decoded.errors.is_empty());
+        assert_eq!(attributes(&decoded).origin, Some(Origin::Igp));
+        assert_eq!(
+            attributes(&decoded).next_hop,
+            Some(Ipv4Addr::new(192, 0, 2, 1))
+        );
+    }
+
+    #[test]
+    fn origin_with_an_undefined_value_or_wrong_length_is_treat_as_withdraw() {
+        let decoded = single_error(
+            &with(0, &[0x40, 1, 1, 3]),
+            1,
+            AttributeErrorKind::OriginValue(3),
+            ErrorAction::TreatAsWithdraw,
+        );
+        assert!(decoded.treat_as_withdraw());
+        assert_eq!(attributes(&decoded).origin, None);
+        single_error(
+            &with(0, &[0x40, 1, 2, 0, 0]),
+            1,
+            AttributeErrorKind::Length { length: 2 },
+            ErrorAction::TreatAsWithdraw,
+        );
+        // Data for a NOTIFICATION, should the operator prefer one: the whole attribute.
+        let error = &decode(&with(0, &[0x40, 1, 1, 3]), &FOUR).errors[0];
+        assert_eq!(
+            error.notification().subcode,
+            update_subcode::INVALID_ORIGIN_ATTRIBUTE
+        );
+        assert_eq!(error.notification().data, vec![0x40, 1, 1, 3]);
+    }
+
+    #[test]
+    fn malformed_as_paths_are_treat_as_withdraw() {
+        let cases: [(&[u8], &str); 4] = [
+            (&[0x40, 2, 2, 2, 0], "segment of length zero"),
+            (
+                &[0x40, 2, 6, 9, 1, 0, 0, 0xFD, 0xE9],
+                "unknown segment type",
+            ),
+            (
+                &[0x40, 2, 6, 2, 2, 0, 0, 0xFD, 0xE9],
+                "segment overruns the attribute",
+            ),
+            (
+                &[0x40, 2, 7, 2, 1, 0, 0, 0xFD, 0xE9, 2],
+                "one octet left after the last segment",
+            ),
+        ];
+        for (attribute, reason) in cases {
+            single_error(
+                &with(1, attribute),
+                2,
+                AttributeErrorKind::AsPath(reason),
+                ErrorAction::TreatAsWithdraw,
+            );
+        }
+    }
+
+    #[test]
+    fn fixed_length_attributes_of_the_wrong_length_are_treat_as_withdraw() {
+        let cases: [(usize, &[u8], u8, usize); 7] = [
+            (2, &[0x40, 3, 5, 192, 0, 2, 1, 0], 3, 5),
+            (3, &[0x80, 4, 3, 0, 0, 1], 4, 3),
+            (3, &[0x40, 5, 0], 5, 0),
+            (3, &[0x80, 9, 3, 192, 0, 2], 9, 3),
+            (3, &[0xC0, 8, 0], 8, 0),
+            (3, &[0xC0, 8, 5, 0, 0, 0, 1, 2], 8, 5),
+            (3, &[0x80, 10, 6, 192, 0, 2, 1, 0, 0], 10, 6),
+        ];
+        for (index, attribute, type_code, length) in cases {
+            single_error(
+                &with(index, attribute),
+                type_code,
+                AttributeErrorKind::Length { length },
+                ErrorAction::TreatAsWithdraw,
+            );
+        }
+        let large = [&[0xC0, 32, 11][..], &[0; 11][..]].concat();
+        single_error(
+            &with(3, &large),
+            32,
+            AttributeErrorKind::Length { length: 11 },
+            ErrorAction::TreatAsWithdraw,
+        );
+    }
+
+    #[test]
+    fn atomic_aggregate_and_aggregator_of_the_wrong_length_are_discarded() {
+        let decoded = single_error(
+            &with(3, &[0x40, 6, 1, 0]),
+            6,
+            AttributeErrorKind::Length { length: 1 },
+            ErrorAction::AttributeDiscard,
+        );
+        assert!(!decoded.treat_as_withdraw());
+        assert!(!attributes(&decoded).atomic_aggregate);
+        assert_eq!(attributes(&decoded).origin, Some(Origin::Igp));
+        // Six octets is the 2-octet form: wrong on a 4-octet session.
+        let aggregator = [0xC0, 7, 6, 0xFD, 0xE9, 192, 0, 2, 9];
+        single_error(
+            &with(3, &aggregator),
+            7,
+            AttributeErrorKind::Length { length: 6 },
+            ErrorAction::AttributeDiscard,
+        );
+        let decoded = decode(&with(3, &aggregator), &TWO);
+        assert_eq!(
+            attributes(&decoded).aggregator,
+            Some(Aggregator {
+                asn: 65001,
+                address: Ipv4Addr::new(192, 0, 2, 9)
+            })
+        );
+    }
+
+    #[test]
+    fn flags_that_conflict_with_the_type_are_treat_as_withdraw() {
+        // ORIGIN marked optional.
+        single_error(
+            &with(0, &[0xC0, 1, 1, 0]),
+            1,
+            AttributeErrorKind::Flags { flags: 0xC0 },
+            ErrorAction::TreatAsWithdraw,
+        );
+        // MED marked transitive.
+        single_error(
+            &with(3, &[0xC0, 4, 4, 0, 0, 0, 1]),
+            4,
+            AttributeErrorKind::Flags { flags: 0xC0 },
+            ErrorAction::TreatAsWithdraw,
+        );
+        // The Partial and Extended Length bits are not part of the check.
+        let decoded = decode(&with(3, &[0xB0, 4, 0, 4, 0, 0, 0, 1]), &FOUR);
+        assert!(decoded.errors.is_empty());
+        assert_eq!(attributes(&decoded).multi_exit_disc, Some(1));
+    }
+
+    #[test]
+    fn a_repeated_attribute_keeps_its_first_copy() {
+        let wire = update(
+            &[
+                VALID[0],
+                VALID[1],
+                VALID[2],
+                &[0x80, 4, 4, 0, 0, 0, 1],
+                &[0x80, 4, 4, 0, 0, 0, 2],
+            ],
+            NLRI,
+        );
+        let decoded = single_error(
+            &wire,
+            4,
+            AttributeErrorKind::Duplicate,
+            ErrorAction::AttributeDiscard,
+        );
+        assert_eq!(attributes(&decoded).multi_exit_disc, Some(1));
+    }
+
+    #[test]
+    fn a_repeated_mp_attribute_resets_the_session() {
+        let unreach: &[u8] = &[0x80, 15, 3, 0, 2, 1];
+        let error = session_reset(&update(&[unreach, unreach], &[]), &FOUR);
+        assert_eq!(
+            error,
+            DecodeError::Update(UpdateError::DuplicateMultiprotocol { type_code: 15 })
+        );
+        let notification = error.notification();
+        assert_eq!(
+            (notification.code, notification.subcode),
+            (
+                error_code::UPDATE_MESSAGE,
+                update_subcode::MALFORMED_ATTRIBUTE_LIST
+            )
+        );
+    }
+
+    #[test]
+    fn an_unrecognized_well_known_attribute_resets_the_session() {
+        let unknown: &[u8] = &[0x40, 100, 2, 7, 7];
+        let error = session_reset(&with(3, unknown), &FOUR);
+        let notification = error.notification();
+        assert_eq!(
+            notification.subcode,
+            update_subcode::UNRECOGNIZED_WELL_KNOWN_ATTRIBUTE
+        );
+        assert_eq!(notification.data, unknown.to_vec());
+    }
+
+    #[test]
+    fn unrecognized_optional_attributes_are_passed_on_or_ignored_by_transitivity() {
+        let wire = update(
+            &[
+                VALID[0],
+                VALID[1],
+                VALID[2],
+                &[0xC0, 99, 1, 5],
+                &[0x80, 98, 1, 6],
+            ],
+            NLRI,
+        );
+        let decoded = decode(&wire, &FOUR);
+        assert!(decoded.errors.is_empty());
+        assert_eq!(
+            attributes(&decoded).unknown,
+            vec![RawAttribute {
+                flags: 0xE0,
+                type_code: 99,
+                value: vec![5]
+            }]
+        );
+    }
+
+    #[test]
+    fn an_attribute_that_overruns_the_field_is_treat_as_withdraw_and_the_nlri_still_found() {
+        // MED declares 9 octets; 4 remain in the attribute field.
+        let decoded = single_error(
+            &with(3, &[0x80, 4, 9, 0, 0, 0, 1]),
+            4,
+            AttributeErrorKind::Overrun,
+            ErrorAction::TreatAsWithdraw,
+        );
+        let Message::Update(update) = &decoded.message else {
+            panic!("an UPDATE")
+        };
+        assert_eq!(
+            update.nlri,
+            vec!["198.51.100.0/24".parse::<Ipv4Net>().expect("literal")]
+        );
+        // Two octets cannot even hold an attribute header.
+        single_error(
+            &with(3, &[0x80, 4]),
+            4,
+            AttributeErrorKind::Overrun,
+            ErrorAction::TreatAsWithdraw,
+        );
+    }
+
+    #[test]
+    fn missing_mandatory_attributes_are_treat_as_withdraw_only_when_routes_are_announced() {
+        let wire = update(&[VALID[1], VALID[2]], NLRI);
+        let decoded = single_error(
+            &wire,
+            1,
+            AttributeErrorKind::Missing,
+            ErrorAction::TreatAsWithdraw,
+        );
+        assert_eq!(decoded.errors[0].notification().data, vec![1]);
+        // A withdrawal needs no attributes.
+        assert!(decode(&update(&[], &[]), &FOUR).errors.is_empty());
+        // NEXT_HOP is not needed when the routes are in MP_REACH_NLRI (RFC 4760 - Section 3).
+        let reach: &[u8] = &[
+            0x80, 14, 22, 0, 2, 1, 16, 0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1,
+            0, 32, 0x20, 0x01, 0x0d, 0xb8,
+        ];
+        let mut reach = reach.to_vec();
+        reach[2] = (reach.len() - 3) as u8;
+        let decoded = decode(&update(&[VALID[0], VALID[1], &reach], &[]), &FOUR);
+        assert!(decoded.errors.is_empty(), "{:?}", decoded.errors);
+    }
+
+    #[test]
+    fn lengths_that_overrun_the_message_reset_the_session() {
+        let mut wire = update(&VALID, NLRI);
+        wire[19..21].copy_from_slice(&200u16.to_be_bytes());
+        assert_eq!(
+            session_reset(&wire, &FOUR),
+            DecodeError::Update(UpdateError::FieldOverrun {
+                field: UpdateField::WithdrawnRoutes
+            })
+        );
+        let mut wire = update(&VALID, NLRI);
+        wire[21..23].copy_from_slice(&200u16.to_be_bytes());
+        let error = session_reset(&wire, &FOUR);
+        assert_eq!(
+            error,
+            DecodeError::Update(UpdateError::FieldOverrun {
+                field: UpdateField::PathAttributes
+            })
+        );
+        assert_eq!(
+            error.notification().subcode,
+            update_subcode::MALFORMED_ATTRIBUTE_LIST
+        );
+    }
+
+    #[test]
+    fn unparsable_nlri_resets_the_session() {
+        let error = session_reset(&update(&VALID, &[33, 1, 2, 3, 4, 5]), &FOUR);
+        assert_eq!(
+            error.notification().subcode,
+            update_subcode::INVALID_NETWORK_FIELD
+        );
+        let error = session_reset(&update(&VALID, &[24, 1, 2]), &FOUR);
+        assert_eq!(
+            error,
+            DecodeError::Update(UpdateError::InvalidNetworkField {
+                field: UpdateField::Nlri,
+                error: NlriError::Truncated { length: 24 }
+            })
+        );
+    }
+
+    #[test]
+    fn a_malformed_mp_reach_resets_the_session_but_an_unknown_family_is_ignored() {
+        // IPv6 with an 8-octet next hop.
+        let reach: &[u8] = &[0x80, 14, 13, 0, 2, 1, 8, 0, 0, 0, 0, 0, 0, 0, 1, 0];
+        let error = session_reset(&update(&[VALID[0], VALID[1], reach], &[]), &FOUR);
+        let DecodeError::Update(UpdateError::Attribute(error)) = error else {
+            panic!("{error:?}")
+        };
+        assert_eq!(
+            error.kind,
+            AttributeErrorKind::NextHopLength { afi: 2, length: 8 }
+        );
+        // IPv6 with a prefix length of 129.
+        let reach: &[u8] = &[
+            0x80, 14, 23, 0, 2, 1, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 129, 0,
+        ];
+        assert!(matches!(
+            session_reset(&update(&[VALID[0], VALID[1], reach], &[]), &FOUR),
+            DecodeError::Update(UpdateError::Attribute(_))
+        ));
+        // AFI 1 SAFI 128 (VPN): never negotiated, dropped.
+        let reach: &[u8] = &[0x80, 14, 10, 0, 1, 128, 4, 192, 0, 2, 1, 0, 0];
+        single_error(
+            &with(3, reach),
+            14,
+            AttributeErrorKind::UnsupportedFamily { afi: 1, safi: 128 },
+            ErrorAction::AttributeDiscard,
+        );
+    }
+
+    #[test]
+    fn as4_attributes_from_a_four_octet_speaker_are_discarded() {
+        let as4_path: &[u8] = &[0xC0, 17, 6, 2, 1, 0, 1, 0x11, 0x70];
+        single_error(
+            &with(3, as4_path),
+            17,
+            AttributeErrorKind::FromFourOctetSpeaker,
+            ErrorAction::AttributeDiscard,
+        );
+    }
+
+    /// A 2-octet peer's AS_PATH [64500 AS_TRANS] and AS4_PATH [64500 70000].
+    const TWO_OCTET_PATH: &[u8] = &[0x40, 2, 6, 2, 2, 0xFB, 0xF4, 0x5B, 0xA0];
+    const AS4_PATH: &[u8] = &[0xC0, 17, 10, 2, 2, 0, 0, 0xFB, 0xF4, 0, 1, 0x11, 0x70];
+
+    #[test]
+    fn a_two_octet_peers_path_is_rebuilt_from_as4_path() {
+        let decoded = decode(
+            &update(&[VALID[0], TWO_OCTET_PATH, VALID[2], AS4_PATH], NLRI),
+            &TWO,
+        );
+        assert!(decoded.errors.is_empty());
+        let expected = AsPath {
+            segments: vec![AsSegment {
+                kind: SegmentKind::Sequence,
+                asns: vec![64500, 70000],
+            }],
+        };
+        assert_eq!(attributes(&decoded).as_path, Some(expected));
+        // A 2-octet peer that prepended itself: its AS number leads, from AS_PATH.
+        let longer: &[u8] = &[0x40, 2, 8, 2, 3, 0x00, 0x64, 0xFB, 0xF4, 0x5B, 0xA0];
+        let decoded = decode(&update(&[VALID[0], longer, VALID[2], AS4_PATH], NLRI), &TWO);
+        let expected = AsPath {
+            segments: vec![
+                AsSegment {
+                    kind: SegmentKind::Sequence,
+                    asns: vec![100],
+                },
+                AsSegment {
+                    kind: SegmentKind::Sequence,
+                    asns: vec![64500, 70000],
+                },
+            ],
+        };
+        assert_eq!(attributes(&decoded).as_path, Some(expected));
+    }
+
+    #[test]
+    fn as4_path_is_ignored_when_an_old_speaker_aggregated_or_it_is_longer() {
+        // AGGREGATOR from AS 100, not AS_TRANS: RFC 6793 - Section 4.2.3.
+        let aggregator: &[u8] = &[0xC0, 7, 6, 0, 100, 192, 0, 2, 9];
+        let decoded = decode(
+            &update(
+                &[VALID[0], TWO_OCTET_PATH, VALID[2], aggregator, AS4_PATH],
+                NLRI,
+            ),
+            &TWO,
+        );
+        let path = attributes(&decoded).as_path.clone().expect("present");
+        assert_eq!(path.segments[0].asns, vec![64500, u32::from(AS_TRANS)]);
+        // AS4_PATH with more AS numbers than AS_PATH.
+        let short: &[u8] = &[0x40, 2, 4, 2, 1, 0x5B, 0xA0];
+        let decoded = decode(&update(&[VALID[0], short, VALID[2], AS4_PATH], NLRI), &TWO);
+        let path = attributes(&decoded).as_path.clone().expect("present");
+        assert_eq!(path.segments[0].asns, vec![u32::from(AS_TRANS)]);
+    }
+
+    #[test]
+    fn as4_aggregator_replaces_an_as_trans_aggregator() {
+        let aggregator: &[u8] = &[0xC0, 7, 6, 0x5B, 0xA0, 192, 0, 2, 9];
+        let as4_aggregator: &[u8] = &[0xC0, 18, 8, 0, 1, 0x11, 0x70, 192, 0, 2, 9];
+        let decoded = decode(
+            &update(
+                &[
+                    VALID[0],
+                    TWO_OCTET_PATH,
+                    VALID[2],
+                    aggregator,
+                    as4_aggregator,
+                ],
+                NLRI,
+            ),
+            &TWO,
+        );
+        assert_eq!(
+            attributes(&decoded).aggregator,
+            Some(Aggregator {
+                asn: 70000,
+                address: Ipv4Addr::new(192, 0, 2, 9)
+            })
+        );
+        // A malformed AS4_AGGREGATOR is discarded (RFC 6793 - Section 6).
+        let bad: &[u8] = &[0xC0, 18, 6, 0, 1, 0x11, 0x70, 192, 0];
+        let decoded = decode(
+            &update(&[VALID[0], TWO_OCTET_PATH, VALID[2], aggregator, bad], NLRI),
+            &TWO,
+        );
+        assert_eq!(decoded.action(), Some(ErrorAction::AttributeDiscard));
+        assert_eq!(
+            attributes(&decoded).aggregator.map(|a| a.asn),
+            Some(u32::from(AS_TRANS))
+        );
+    }
+
+    #[test]
+    fn toward_a_two_octet_peer_four_octet_numbers_travel_in_as4_attributes() {
+        let attributes = PathAttributes {
+            as_path: Some(AsPath {
+                segments: vec![AsSegment {
+                    kind: SegmentKind::Sequence,
+                    asns: vec![64500, 70000],
+                }],
+            }),
+            aggregator: Some(Aggregator {
+                asn: 70000,
+                address: Ipv4Addr::new(192, 0, 2, 9),
+            }),
+            ..PathAttributes::default()
+        };
+        let mut wire = Vec::new();
+        encode_attributes(&attributes, None, None, &TWO, &mut wire).expect("encodes");
+        let expected = [
+            TWO_OCTET_PATH,
+            &[0xC0, 7, 6, 0x5B, 0xA0, 192, 0, 2, 9],
+            AS4_PATH,
+            &[0xC0, 18, 8, 0, 1, 0x11, 0x70, 192, 0, 2, 9],
+        ]
+        .concat();
+        assert_eq!(wire, expected);
+    }
+}

@@ -582,3 +582,207 @@ impl Message {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::consts::{error_code, header_subcode, open_subcode};
+    use super::*;
+
+    const NEGOTIATED: Negotiated = Negotiated {
+        four_octet_as: true,
+    };
+
+    fn header(length: u16, message_type: u8) -> Vec<u8> {
+        let mut wire = vec![0xFF; 16];
+        wire.extend_from_slice(&length.to_be_bytes());
+        wire.push(message_type);
+        wire
+    }
+
+    fn notification_of(wire: &[u8]) -> Notification {
+        match Message::decode(wire, &NEGOTIATED) {
+            Ok(decoded) => panic!("expected an error, got {decoded:?}"),
+            Err(error) => error.notification(),
+        }
+    }
+
+    #[test]
+    fn framing_waits_for_a_whole_header() {
+        assert_eq!(message_length(&[0xFF; 18]), Ok(None));
+        assert_eq!(
+            message_length(&header(19, message_type::KEEPALIVE)),
+            Ok(Some(19))
+        );
+    }
+
+    #[test]
+    fn header_errors_name_their_subcode_and_data() {
+        let mut wire = header(19, message_type::KEEPALIVE);
+        wire[3] = 0;
+        let notification = notification_of(&wire);
+        assert_eq!(
+            (notification.code, notification.subcode),
+            (
+                error_code::MESSAGE_HEADER,
+                header_subcode::CONNECTION_NOT_SYNCHRONIZED
+            )
+        );
+        // RFC 4271 - Section 6.1: a KEEPALIVE of 20 octets; the data is the length field.
+        let mut wire = header(20, message_type::KEEPALIVE);
+        wire.push(0);
+        let notification = notification_of(&wire);
+        assert_eq!(notification.subcode, header_subcode::BAD_MESSAGE_LENGTH);
+        assert_eq!(notification.data, vec![0, 20]);
+        // Too short for an OPEN, too long for anything.
+        assert_eq!(
+            notification_of(&header(19, message_type::OPEN)).subcode,
+            header_subcode::BAD_MESSAGE_LENGTH
+        );
+        assert_eq!(
+            message_length(&header(4097, message_type::UPDATE)),
+            Err(DecodeError::BadMessageLength {
+                length: 4097,
+                message_type: message_type::UPDATE
+            })
+        );
+        let notification = notification_of(&header(19, 9));
+        assert_eq!(
+            (notification.subcode, notification.data),
+            (header_subcode::BAD_MESSAGE_TYPE, vec![9])
+        );
+        // A frame that is not the length its header says.
+        let mut wire = header(19, message_type::KEEPALIVE);
+        wire.push(0);
+        assert_eq!(
+            notification_of(&wire).subcode,
+            header_subcode::BAD_MESSAGE_LENGTH
+        );
+    }
+
+    fn open_wire(version: u8, params: &[u8]) -> Vec<u8> {
+        let mut wire = header((29 + params.len()) as u16, message_type::OPEN);
+        wire.extend_from_slice(&[version, 0xFD, 0xE8, 0, 90, 192, 0, 2, 1, params.len() as u8]);
+        wire.extend_from_slice(params);
+        wire
+    }
+
+    #[test]
+    fn open_errors_name_their_subcode_and_data() {
+        let notification = notification_of(&open_wire(3, &[]));
+        assert_eq!(
+            (notification.code, notification.subcode, notification.data),
+            (
+                error_code::OPEN_MESSAGE,
+                open_subcode::UNSUPPORTED_VERSION_NUMBER,
+                vec![0, 4]
+            )
+        );
+        // Optional parameter type 1 (authentication, withdrawn by RFC 5492).
+        assert_eq!(
+            notification_of(&open_wire(4, &[1, 1, 0])).subcode,
+            open_subcode::UNSUPPORTED_OPTIONAL_PARAMETER
+        );
+        // A parameter that overruns, a capability that overruns its parameter.
+        assert_eq!(
+            notification_of(&open_wire(4, &[2, 5, 65, 4])).subcode,
+            open_subcode::UNSPECIFIC
+        );
+        assert_eq!(
+            notification_of(&open_wire(4, &[2, 2, 65, 4])).subcode,
+            open_subcode::UNSPECIFIC
+        );
+        // The parameters length disagrees with the message length.
+        let mut wire = open_wire(4, &[2, 0]);
+        wire[28] = 1;
+        assert_eq!(notification_of(&wire).subcode, open_subcode::UNSPECIFIC);
+    }
+
+    #[test]
+    fn an_open_decodes_capabilities_from_several_parameters() {
+        let params = [2, 6, 65, 4, 0, 1, 0x11, 0x70, 2, 2, 2, 0];
+        let decoded = Message::decode(&open_wire(4, &params), &NEGOTIATED).expect("valid OPEN");
+        let Message::Open(open) = decoded.message else {
+            panic!("an OPEN")
+        };
+        assert_eq!(
+            open.capabilities,
+            vec![Capability::FourOctetAs(70000), Capability::RouteRefresh]
+        );
+        assert_eq!(open.asn(), 70000);
+        assert_eq!(open.hold_time, 90);
+    }
+
+    #[test]
+    fn open_new_puts_a_four_octet_as_in_the_capability_and_as_trans_in_the_field() {
+        let open = Open::new(
+            4_200_000_000,
+            90,
+            Ipv4Addr::new(192, 0, 2, 1),
+            vec![Capability::RouteRefresh],
+        );
+        assert_eq!(open.my_as, AS_TRANS);
+        assert_eq!(open.asn(), 4_200_000_000);
+        assert_eq!(open.capabilities[0], Capability::FourOctetAs(4_200_000_000));
+        let open = Open::new(64512, 90, Ipv4Addr::new(192, 0, 2, 1), Vec::new());
+        assert_eq!((open.my_as, open.asn()), (64512, 64512));
+    }
+
+    #[test]
+    fn end_of_rib_markers_are_recognized_per_family() {
+        for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+            let marker = Update::end_of_rib(family);
+            assert_eq!(marker.end_of_rib_family(), Some(family));
+            let mut wire = Vec::new();
+            Message::Update(marker)
+                .encode(&NEGOTIATED, &mut wire)
+                .expect("encodes");
+            let Message::Update(decoded) = Message::decode(&wire, &NEGOTIATED)
+                .expect("decodes")
+                .message
+            else {
+                panic!("an UPDATE")
+            };
+            assert_eq!(decoded.end_of_rib_family(), Some(family));
+        }
+        // RFC 4271 - Section 4.3: the empty UPDATE is 23 octets.
+        let mut wire = Vec::new();
+        Message::Update(Update::end_of_rib(Family::IPV4_UNICAST))
+            .encode(&NEGOTIATED, &mut wire)
+            .expect("encodes");
+        assert_eq!(wire.len(), 23);
+        let withdrawal = Update {
+            withdrawn: vec!["192.0.2.0/24".parse().expect("literal")],
+            ..Update::default()
+        };
+        assert_eq!(withdrawal.end_of_rib_family(), None);
+    }
+
+    #[test]
+    fn a_message_too_long_is_refused_and_leaves_the_buffer_as_it_was() {
+        let notification = Notification::new(error_code::CEASE, 2, vec![0; 4096]);
+        let mut wire = vec![1, 2, 3];
+        let error = Message::Notification(notification).encode(&NEGOTIATED, &mut wire);
+        assert_eq!(
+            error,
+            Err(EncodeError::MessageTooLong {
+                length: 4096 + 21,
+                max: 4096
+            })
+        );
+        assert_eq!(wire, vec![1, 2, 3]);
+    }
+
+    #[test]
+    fn notifications_read_as_the_rfc_names_them() {
+        let notification = Notification::new(error_code::CEASE, 2, vec![]);
+        assert_eq!(
+            notification.to_string(),
+            "cease: administrative shutdown (code 6, subcode 2)"
+        );
+        let notification = Notification::new(error_code::MESSAGE_HEADER, 2, vec![0, 20]);
+        assert_eq!(
+            notification.to_string(),
+            "message header error (code 1, subcode 2), data 00 14"
+        );
+    }
+}
