@@ -1,7 +1,7 @@
 //! Path attributes (RFC 4271 - Section 4.3, 5) and the prefixes UPDATEs carry.
 //!
-//! [`decode_attributes`] walks the path attribute field once, classifying each malformed
-//! attribute by RFC 7606; [`encode_attributes`] writes them back in the order RFC 7606 -
+//! `decode_attributes` walks the path attribute field once, classifying each malformed
+//! attribute by RFC 7606; `encode_attributes` writes them back in the order RFC 7606 -
 //! Section 5.1 and RFC 4271 - Section 5 ask for. Toward a 2-octet AS peer, AS_PATH and
 //! AGGREGATOR are split into their 2-octet forms plus AS4_PATH and AS4_AGGREGATOR, and
 //! joined again on receipt (RFC 6793 - Section 4.2), so that the rest of the speaker only
