@@ -9,7 +9,7 @@
 //! | module | what it is | state it owns |
 //! |---|---|---|
 //! | [`packet`] | the wire codec: bytes ⇄ [`packet::Message`], RFC 7606 error classes | none (pure) |
-//! | `neighbor` (next) | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | one session per peer |
+//! | [`neighbor`] | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | one [`neighbor::Session`] per connection |
 //! | `tasks` (next) | the tokio tasks that own sockets and timers and feed the FSM | a TCP stream per connection |
 //! | `rib` (next) | Adj-RIB-In per peer, Loc-RIB with the §9.1 decision, Adj-RIB-Out per peer; interned attributes | all routes |
 //! | `policy` (next) | import/export policy as plain values | none |
@@ -34,7 +34,7 @@
 //! - One speaker task owns every FSM and every RIB; everything else sends it events
 //!   (received messages, timer expiries, TCP connects, configuration) over channels. No
 //!   locks: one owner, fed by events, one `process_*` function per kind of event.
-//! - The FSM itself (`neighbor`) does no I/O and reads no clock: it returns the actions
+//! - The FSM itself ([`neighbor`]) does no I/O and reads no clock: it returns the actions
 //!   (send this, start that timer, drop the connection), so every transition is a unit
 //!   test.
 //!
@@ -75,4 +75,5 @@
 //! and Loc-RIB fit well inside BIRD's 94 MiB. UPDATEs are applied in batches, and best-path
 //! changes are reported per batch, not per prefix.
 
+pub mod neighbor;
 pub mod packet;
