@@ -9,34 +9,39 @@
 //! | module | what it is | state it owns |
 //! |---|---|---|
 //! | [`packet`] | the wire codec: bytes ⇄ [`packet::Message`], RFC 7606 error classes | none (pure) |
-//! | [`neighbor`] | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | one [`neighbor::Session`] per connection |
-//! | `tasks` (next) | the tokio tasks that own sockets and timers and feed the FSM | a TCP stream per connection |
+//! | [`neighbor`] | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | its [`neighbor::Session`] |
+//! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`, its timers, its socket |
+//! | `speaker` (next) | listener, peers by address, collisions, the RIBs; the agent's API | every peer's handle, all routes |
 //! | `rib` (next) | Adj-RIB-In per peer, Loc-RIB with the §9.1 decision, Adj-RIB-Out per peer; interned attributes | all routes |
 //! | `policy` (next) | import/export policy as plain values | none |
 //!
 //! # Who owns what, and how work flows
 //!
 //! ```text
-//!  per connection (tokio task)             speaker task (the single owner)          agent
-//!  ┌──────────────────────────┐  decoded   ┌────────────────────────────────┐ best-route
-//!  │ read → frame → decode    │──batches──►│ neighbor FSMs, RIBs, policy     │──changes──►
-//!  │ write ← encoded UPDATEs  │◄──bytes────│ Adj-RIB-Out → encode_ipv4_packed│◄─config,
-//!  └──────────────────────────┘            └────────────────────────────────┘  originate
+//!  per peer (tokio tasks)                          speaker task (owner of routes)     agent
+//!  ┌────────────────────────────────────┐ events  ┌─────────────────────────────┐ best-route
+//!  │ reader: read → frame → decode      │──────►  │ peers by address, RIBs,     │──changes──►
+//!  │ peer task: Session FSM, timers     │ (UPDATE,│ decision, policy,           │
+//!  │ writer: ← encoded messages         │ up/down)│ Adj-RIB-Out → packed UPDATEs│◄─config,
+//!  └────────────────────────────────────┘ ◄────── └─────────────────────────────┘  originate
+//!                                         commands (start, stop, socket, UPDATE bytes)
 //! ```
 //!
-//! - Each connection's task reads the socket, frames it ([`packet::message_length`]) and
-//!   decodes ([`packet::Message::decode`]) before anything reaches the speaker, so decoding
-//!   of different peers runs on different cores and the owner of the routing state gets
-//!   plain values. Malformed input is answered there: a session reset becomes a
-//!   NOTIFICATION from the error itself ([`packet::DecodeError::notification`]);
-//!   treat-as-withdraw and attribute discard travel with the UPDATE
-//!   ([`packet::Decoded::errors`]).
-//! - One speaker task owns every FSM and every RIB; everything else sends it events
-//!   (received messages, timer expiries, TCP connects, configuration) over channels. No
-//!   locks: one owner, fed by events, one `process_*` function per kind of event.
+//! - Each peer has a task that owns its FSM and timers ([`tasks::run_peer`]), and per
+//!   connection a reader task that frames ([`packet::message_length`]) and decodes
+//!   ([`packet::Message::decode`]) before anything reaches the routing state, so decoding
+//!   of different peers runs on different cores. Malformed input is answered there: a
+//!   session reset becomes the NOTIFICATION the error names
+//!   ([`packet::DecodeError::notification`]); treat-as-withdraw and attribute discard
+//!   travel with the UPDATE ([`packet::Decoded::errors`]). Reader and writer are separate
+//!   tasks, so a peer that stops reading cannot stop us reading (the full-table deadlock).
+//! - One speaker task will own every route (RIBs, decision, policy) and the map of peers;
+//!   peer tasks send it [`tasks::PeerEvent`]s and take [`tasks::PeerCommand`]s over
+//!   channels. No locks: one owner per piece of state, fed by events, one `process_*`
+//!   function per kind of event.
 //! - The FSM itself ([`neighbor`]) does no I/O and reads no clock: it returns the actions
 //!   (send this, start that timer, drop the connection), so every transition is a unit
-//!   test.
+//!   test, and the tasks are tested over in-memory pipes with tokio's paused clock.
 //!
 //! # The wire codec: our own, not a crate
 //!
@@ -77,3 +82,4 @@
 
 pub mod neighbor;
 pub mod packet;
+pub mod tasks;
