@@ -12,7 +12,7 @@
 //! | [`neighbor`] | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | its [`neighbor::Session`] |
 //! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`, its timers, its socket |
 //! | `speaker` (next) | listener, peers by address, collisions, the RIBs; the agent's API | every peer's handle, all routes |
-//! | `rib` (next) | Adj-RIB-In per peer, Loc-RIB with the §9.1 decision, Adj-RIB-Out per peer; interned attributes | all routes |
+//! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision. Adj-RIB-Out (next) | all routes |
 //! | `policy` (next) | import/export policy as plain values | none |
 //!
 //! # Who owns what, and how work flows
@@ -82,4 +82,5 @@
 
 pub mod neighbor;
 pub mod packet;
+pub mod rib;
 pub mod tasks;
