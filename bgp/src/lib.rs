@@ -72,13 +72,18 @@
 //! wire. [`packet::PathAttributes`] holds everything but the prefixes and is `Hash + Eq`,
 //! so the RIB can intern one copy per distinct attribute set.
 //!
-//! # Performance plan for the RIB (not yet written)
+//! # The RIB's share of the budget
 //!
-//! Decode costs ~7 ms per 1M prefixes; the rest of the 0.25 s goes to the RIB. Routes
-//! sharing attributes share one interned `Arc<PathAttributes>`; a route is then a prefix,
-//! a pointer and a peer index (~16 octets plus map overhead), so 1M routes in Adj-RIB-In
-//! and Loc-RIB fit well inside BIRD's 94 MiB. UPDATEs are applied in batches, and best-path
-//! changes are reported per batch, not per prefix.
+//! Decode costs ~7 ms per 1M prefixes; the rest of BIRD's 0.25 s is for the RIB, the
+//! sockets and the kernel. [`rib`] keeps per prefix one 8-octet path (peer index,
+//! interned attribute index) inline in a hash table keyed by the prefix (16 octets an
+//! entry), counts attribute references by hand and hashes prefixes with a folded
+//! multiply. Measured (`cargo bench -p tortie-bgp --bench ingest`, one core, machine
+//! shared with two compiling neighbours): 1M /24s framed, decoded, interned and inserted
+//! in **80 ms, 34 MiB** of RSS growth. The first version, with an `Arc` per path, SipHash
+//! and the paths in an enum, took 382 ms and 66 MiB: half of that time was the atomic
+//! reference counts.
+//!
 
 pub mod neighbor;
 pub mod packet;

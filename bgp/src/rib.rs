@@ -4,61 +4,142 @@
 //! One table per address family holds, per prefix, every path that passed import policy,
 //! from every peer (the post-policy Adj-RIBs-In of RFC 4271 - Section 3.2) with the best
 //! first (the Loc-RIB). Keeping them together means one hash lookup per received prefix.
-//! A path is a peer index and a pointer to interned attributes: the million routes a full
-//! table brings share a few thousand attribute sets.
+//! A path is a peer index and the index of its interned attributes (8 octets): the million
+//! routes a full table brings share a few thousand attribute sets.
 //!
 //! Pure data and decisions: no I/O, no clock; the speaker task owns it.
 
-use std::borrow::Borrow;
 use std::cmp::Ordering;
-use std::collections::{HashMap, HashSet};
-use std::hash::Hash;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::Arc;
 
 use crate::packet::{Origin, PathAttributes, SegmentKind};
 
-/// One copy of each distinct attribute set (holo and BIRD do the same): routes hold an
-/// `Arc` to it, so a million routes that share attributes share one copy.
+/// An interned attribute set, by index into the [`AttributeStore`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttributeId(u32);
+
+#[derive(Debug)]
+struct AttributeSlot {
+    attributes: PathAttributes,
+    hash: u64,
+    /// Paths in tables that use this set. Counted by hand, not with an `Arc`: the store
+    /// has one owner, and a full table costs a million reference count changes, which as
+    /// atomic operations were half of the ingest time.
+    references: u32,
+}
+
+/// One copy of each distinct attribute set (holo and BIRD do the same): a million routes
+/// that share attributes share one copy, and a path names its set by a 4-octet index.
 #[derive(Debug, Default)]
 pub struct AttributeStore {
-    sets: HashSet<Arc<PathAttributes>>,
+    slots: Vec<Option<AttributeSlot>>,
+    by_hash: HashMap<u64, Vec<AttributeId>>,
+    free: Vec<u32>,
 }
 
 impl AttributeStore {
-    /// The shared copy of `attributes`, made if it is new.
-    pub fn intern(&mut self, attributes: PathAttributes) -> Arc<PathAttributes> {
-        if let Some(shared) = self.sets.get(&attributes) {
-            return Arc::clone(shared);
+    /// The id of `attributes`, stored if new. An id stays valid while a path holds it,
+    /// and otherwise until the next [`AttributeStore::collect_garbage`], which the owner
+    /// runs between batches of UPDATEs: so an UPDATE's attributes can be interned first
+    /// and its prefixes announced after.
+    pub fn intern(&mut self, attributes: PathAttributes) -> AttributeId {
+        let mut hasher = DefaultHasher::new();
+        attributes.hash(&mut hasher);
+        let hash = hasher.finish();
+        if let Some(ids) = self.by_hash.get(&hash) {
+            if let Some(id) = ids
+                .iter()
+                .copied()
+                .find(|&id| self.slot(id).is_some_and(|s| s.attributes == attributes))
+            {
+                return id;
+            }
         }
-        let shared = Arc::new(attributes);
-        self.sets.insert(Arc::clone(&shared));
-        shared
+        let slot = AttributeSlot {
+            attributes,
+            hash,
+            references: 0,
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.slots[index as usize] = Some(slot);
+                index
+            }
+            None => {
+                self.slots.push(Some(slot));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        let id = AttributeId(index);
+        self.by_hash.entry(hash).or_default().push(id);
+        id
     }
 
-    /// Forgets the sets no route uses any more; returns how many.
+    /// The attributes of `id`, while some path (or the caller, since interning) holds it.
+    pub fn get(&self, id: AttributeId) -> Option<&PathAttributes> {
+        self.slot(id).map(|slot| &slot.attributes)
+    }
+
+    fn slot(&self, id: AttributeId) -> Option<&AttributeSlot> {
+        self.slots.get(id.0 as usize).and_then(Option::as_ref)
+    }
+
+    fn retain(&mut self, id: AttributeId) {
+        if let Some(Some(slot)) = self.slots.get_mut(id.0 as usize) {
+            slot.references += 1;
+        }
+    }
+
+    fn release(&mut self, id: AttributeId) {
+        if let Some(Some(slot)) = self.slots.get_mut(id.0 as usize) {
+            slot.references = slot.references.saturating_sub(1);
+        }
+    }
+
+    fn free_slot(&mut self, id: AttributeId) {
+        let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(Option::take) else {
+            return;
+        };
+        if let Some(ids) = self.by_hash.get_mut(&slot.hash) {
+            ids.retain(|&other| other != id);
+            if ids.is_empty() {
+                self.by_hash.remove(&slot.hash);
+            }
+        }
+        self.free.push(id.0);
+    }
+
+    /// Frees the sets no path uses any more; returns how many.
     pub fn collect_garbage(&mut self) -> usize {
-        let before = self.sets.len();
-        self.sets.retain(|set| Arc::strong_count(set) > 1);
-        before - self.sets.len()
+        let unused: Vec<AttributeId> = (0..self.slots.len() as u32)
+            .map(AttributeId)
+            .filter(|&id| self.slot(id).is_some_and(|slot| slot.references == 0))
+            .collect();
+        unused.iter().for_each(|&id| self.free_slot(id));
+        unused.len()
     }
 
+    /// Number of distinct sets stored.
     pub fn len(&self) -> usize {
-        self.sets.len()
+        self.slots.len() - self.free.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.sets.is_empty()
+        self.len() == 0
     }
 }
 
 /// A peer's index in the speaker's peer table. [`PeerId::LOCAL`] is this speaker itself,
-/// for routes it originates.
+/// for routes it originates; `u32::MAX` is reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerId(pub u32);
 
 impl PeerId {
     pub const LOCAL: PeerId = PeerId(0);
+    /// Marks a table entry whose paths live in the multi-path side table.
+    const MANY: PeerId = PeerId(u32::MAX);
 }
 
 /// What the decision process needs to know about the peer a path came from.
@@ -81,38 +162,15 @@ impl Peers for HashMap<PeerId, PeerInfo> {
     }
 }
 
-/// One path to a prefix: who sent it, with which attributes.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One path to a prefix: who sent it, with which attributes. Eight octets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Path {
     pub peer: PeerId,
-    pub attributes: Arc<PathAttributes>,
-}
-
-impl Path {
-    fn same_as(&self, other: &Path) -> bool {
-        self.peer == other.peer && Arc::ptr_eq(&self.attributes, &other.attributes)
-    }
-}
-
-/// The paths of one prefix, best first. Nearly every prefix has exactly one path, which
-/// is kept inline: no allocation per prefix.
-#[derive(Debug, Clone)]
-enum Paths {
-    One(Path),
-    Many(Vec<Path>),
-}
-
-impl Paths {
-    fn as_slice(&self) -> &[Path] {
-        match self {
-            Paths::One(path) => std::slice::from_ref(path),
-            Paths::Many(paths) => paths,
-        }
-    }
+    pub attributes: AttributeId,
 }
 
 /// What happened to a prefix's best path.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BestChange {
     /// A new best path (the prefix is new, or its best path changed).
     Best(Path),
@@ -120,16 +178,65 @@ pub enum BestChange {
     Unreachable,
 }
 
+/// A fast hash for prefixes (a folded multiply, as ahash and rustc's FxHash do): the
+/// table is keyed by values from the wire, but one peer can only flood its own table,
+/// which max-prefix limits bound, so SipHash's resistance is not worth its cost here.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct PrefixHasher(u64);
+
+impl Hasher for PrefixHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.mix(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, value: u8) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u32(&mut self, value: u32) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u128(&mut self, value: u128) {
+        self.mix(value as u64);
+        self.mix((value >> 64) as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+impl PrefixHasher {
+    fn mix(&mut self, value: u64) {
+        const MULTIPLIER: u64 = 0x9E37_79B9_7F4A_7C15;
+        let product = u128::from(self.0 ^ value) * u128::from(MULTIPLIER);
+        self.0 = (product as u64) ^ ((product >> 64) as u64);
+    }
+}
+
 /// Every accepted path per prefix, best first, for one address family.
+///
+/// An entry is one [`Path`] (8 octets) when the prefix has a single path, as nearly every
+/// prefix has; otherwise its paths sit in a side table. With the prefix that is 16 octets
+/// per prefix in the hash table.
 #[derive(Debug)]
 pub struct Table<P> {
-    destinations: HashMap<P, Paths>,
+    destinations: HashMap<P, Path, BuildHasherDefault<PrefixHasher>>,
+    many: Vec<Vec<Path>>,
+    free_many: Vec<u32>,
 }
 
 impl<P> Default for Table<P> {
     fn default() -> Self {
         Table {
-            destinations: HashMap::new(),
+            destinations: HashMap::default(),
+            many: Vec::new(),
+            free_many: Vec::new(),
         }
     }
 }
@@ -144,102 +251,139 @@ impl<P: Copy + Eq + Hash> Table<P> {
         self.destinations.is_empty()
     }
 
+    fn paths_of<'a>(&'a self, entry: &'a Path) -> &'a [Path] {
+        if entry.peer == PeerId::MANY {
+            self.many
+                .get(entry.attributes.0 as usize)
+                .map_or(&[], Vec::as_slice)
+        } else {
+            std::slice::from_ref(entry)
+        }
+    }
+
     /// The best path to `prefix`.
-    pub fn best<Q>(&self, prefix: &Q) -> Option<&Path>
-    where
-        P: Borrow<Q>,
-        Q: Eq + Hash + ?Sized,
-    {
+    pub fn best(&self, prefix: &P) -> Option<Path> {
         self.destinations
             .get(prefix)
-            .and_then(|paths| paths.as_slice().first())
+            .and_then(|entry| self.paths_of(entry).first().copied())
     }
 
     /// Every path to `prefix`, best first.
     pub fn paths(&self, prefix: &P) -> &[Path] {
-        self.destinations.get(prefix).map_or(&[], Paths::as_slice)
+        self.destinations
+            .get(prefix)
+            .map_or(&[], |entry| self.paths_of(entry))
     }
 
     /// Adds or replaces `path.peer`'s path to `prefix`; returns the change of best path.
-    pub fn announce(&mut self, prefix: P, path: Path, peers: &impl Peers) -> Option<BestChange> {
-        match self.destinations.get_mut(&prefix) {
+    pub fn announce(
+        &mut self,
+        prefix: P,
+        path: Path,
+        store: &mut AttributeStore,
+        peers: &impl Peers,
+    ) -> Option<BestChange> {
+        store.retain(path.attributes);
+        let entry = match self.destinations.get_mut(&prefix) {
             None => {
-                self.destinations.insert(prefix, Paths::One(path.clone()));
-                Some(BestChange::Best(path))
+                self.destinations.insert(prefix, path);
+                return Some(BestChange::Best(path));
             }
-            Some(Paths::One(existing)) if existing.peer == path.peer => {
-                if existing.same_as(&path) {
-                    return None;
-                }
-                *existing = path.clone();
-                Some(BestChange::Best(path))
-            }
-            Some(paths) => {
-                let old_best = paths.as_slice()[0].clone();
-                let mut list = match std::mem::replace(paths, Paths::Many(Vec::new())) {
-                    Paths::One(existing) => vec![existing],
-                    Paths::Many(list) => list,
-                };
-                match list.iter_mut().find(|p| p.peer == path.peer) {
-                    Some(slot) => *slot = path,
-                    None => list.push(path),
-                }
-                let best = select_best(&list, peers);
-                list.swap(0, best);
-                let new_best = list[0].clone();
-                *paths = Paths::Many(list);
-                (!new_best.same_as(&old_best)).then_some(BestChange::Best(new_best))
-            }
+            Some(entry) => entry,
+        };
+        if entry.peer == path.peer {
+            let old = std::mem::replace(entry, path);
+            store.release(old.attributes);
+            return (old != path).then_some(BestChange::Best(path));
         }
+        // A second path, or one more: the entry's paths live in the side table.
+        let index = if entry.peer == PeerId::MANY {
+            entry.attributes.0 as usize
+        } else {
+            let first = *entry;
+            let index = match self.free_many.pop() {
+                Some(index) => {
+                    self.many[index as usize] = vec![first];
+                    index
+                }
+                None => {
+                    self.many.push(vec![first]);
+                    (self.many.len() - 1) as u32
+                }
+            };
+            *entry = Path {
+                peer: PeerId::MANY,
+                attributes: AttributeId(index),
+            };
+            index as usize
+        };
+        let list = self.many.get_mut(index)?;
+        let old_best = list.first().copied();
+        match list.iter_mut().find(|p| p.peer == path.peer) {
+            Some(slot) => store.release(std::mem::replace(slot, path).attributes),
+            None => list.push(path),
+        }
+        let best = select_best(list, store, peers);
+        list.swap(0, best);
+        let new_best = list[0];
+        (Some(new_best) != old_best).then_some(BestChange::Best(new_best))
     }
 
     /// Removes `peer`'s path to `prefix`; returns the change of best path.
-    pub fn withdraw(&mut self, prefix: P, peer: PeerId, peers: &impl Peers) -> Option<BestChange> {
-        let paths = self.destinations.get_mut(&prefix)?;
-        match paths {
-            Paths::One(existing) => {
-                if existing.peer != peer {
-                    return None;
-                }
-                self.destinations.remove(&prefix);
-                Some(BestChange::Unreachable)
+    pub fn withdraw(
+        &mut self,
+        prefix: P,
+        peer: PeerId,
+        store: &mut AttributeStore,
+        peers: &impl Peers,
+    ) -> Option<BestChange> {
+        let entry = self.destinations.get_mut(&prefix)?;
+        if entry.peer != PeerId::MANY {
+            if entry.peer != peer {
+                return None;
             }
-            Paths::Many(list) => {
-                let position = list.iter().position(|p| p.peer == peer)?;
-                list.remove(position);
-                if position != 0 {
-                    // The best path stays first: nothing changes for the Loc-RIB.
-                    if list.len() == 1 {
-                        let only = list.remove(0);
-                        *paths = Paths::One(only);
-                    }
-                    return None;
-                }
-                let best = select_best(list, peers);
-                list.swap(0, best);
-                let new_best = list[0].clone();
-                if list.len() == 1 {
-                    let only = list.remove(0);
-                    *paths = Paths::One(only);
-                }
-                Some(BestChange::Best(new_best))
-            }
+            store.release(entry.attributes);
+            self.destinations.remove(&prefix);
+            return Some(BestChange::Unreachable);
         }
+        let index = entry.attributes.0;
+        let list = self.many.get_mut(index as usize)?;
+        let position = list.iter().position(|p| p.peer == peer)?;
+        store.release(list.remove(position).attributes);
+        let change = if position == 0 {
+            let best = select_best(list, store, peers);
+            list.swap(0, best);
+            list.first().copied().map(BestChange::Best)
+        } else {
+            // The best path stays first: nothing changes for the Loc-RIB.
+            None
+        };
+        if let [only] = list.as_slice() {
+            *entry = *only;
+            list.clear();
+            self.free_many.push(index);
+        }
+        change
     }
 
     /// Removes every path from `peer` (its session went down); returns the prefixes
     /// whose best path changed.
-    pub fn withdraw_peer(&mut self, peer: PeerId, peers: &impl Peers) -> Vec<(P, BestChange)> {
+    pub fn withdraw_peer(
+        &mut self,
+        peer: PeerId,
+        store: &mut AttributeStore,
+        peers: &impl Peers,
+    ) -> Vec<(P, BestChange)> {
         let prefixes: Vec<P> = self
             .destinations
             .iter()
-            .filter(|(_, paths)| paths.as_slice().iter().any(|p| p.peer == peer))
+            .filter(|(_, entry)| self.paths_of(entry).iter().any(|p| p.peer == peer))
             .map(|(prefix, _)| *prefix)
             .collect();
         prefixes
             .into_iter()
             .filter_map(|prefix| {
-                self.withdraw(prefix, peer, peers)
+                self.withdraw(prefix, peer, store, peers)
                     .map(|change| (prefix, change))
             })
             .collect()
@@ -255,9 +399,10 @@ pub const DEFAULT_LOCAL_PREF: u32 = 100;
 /// route reflection. Each step keeps only the candidates that are best by one
 /// criterion, as the RFC describes it: the MED step compares only paths from the same
 /// neighbouring AS, so this is not a sort order.
-pub fn select_best(paths: &[Path], peers: &impl Peers) -> usize {
+pub fn select_best(paths: &[Path], store: &AttributeStore, peers: &impl Peers) -> usize {
     let mut candidates: Vec<usize> = (0..paths.len()).collect();
-    let attributes = |i: usize| &*paths[i].attributes;
+    let empty = PathAttributes::default();
+    let attributes = |i: usize| store.get(paths[i].attributes).unwrap_or(&empty);
     let peer = |i: usize| peers.peer(paths[i].peer);
 
     // This speaker's own routes first (a node prefers the blocks it originates).
@@ -382,44 +527,69 @@ mod tests {
     }
 
     /// Which of two paths (given in both orders) the decision picks, by peer.
-    fn winner(a: Path, b: Path) -> PeerId {
+    fn winner(store: &AttributeStore, a: Path, b: Path) -> PeerId {
         let peers = peers();
-        let first = [a.clone(), b.clone()];
-        let second = [b, a];
-        let one = first[select_best(&first, &peers)].peer;
-        let other = second[select_best(&second, &peers)].peer;
+        let one = [a, b][select_best(&[a, b], store, &peers)].peer;
+        let other = [b, a][select_best(&[b, a], store, &peers)].peer;
         assert_eq!(one, other, "the order of candidates must not matter");
         one
     }
 
     #[test]
-    fn equal_attributes_are_stored_once_and_forgotten_when_unused() {
-        let mut store = AttributeStore::default();
+    fn equal_attributes_are_stored_once_and_freed_when_unused() {
+        let (mut store, peers, mut table) = (AttributeStore::default(), peers(), Table::default());
         let a = store.intern(path_via(&[64513]));
         let b = store.intern(path_via(&[64513]));
         let c = store.intern(path_via(&[64514]));
-        assert!(Arc::ptr_eq(&a, &b));
-        assert!(!Arc::ptr_eq(&a, &c));
+        assert_eq!(a, b);
+        assert_ne!(a, c);
         assert_eq!(store.len(), 2);
-        drop(c);
+        table.announce(
+            prefix("198.51.100.0/24"),
+            Path {
+                peer: PeerId(1),
+                attributes: a,
+            },
+            &mut store,
+            &peers,
+        );
+        // c was interned for nothing: garbage.
         assert_eq!(store.collect_garbage(), 1);
+        assert_eq!(store.get(c), None);
+        // The last path using a goes: a is garbage too, and its slot is reused.
+        table.withdraw(prefix("198.51.100.0/24"), PeerId(1), &mut store, &peers);
+        assert_eq!(store.collect_garbage(), 1);
+        assert!(store.is_empty());
+        let d = store.intern(path_via(&[64515]));
+        assert_eq!(
+            store
+                .get(d)
+                .and_then(|attributes| attributes.as_path.as_ref())
+                .map(|p| p.length()),
+            Some(1)
+        );
         assert_eq!(store.len(), 1);
     }
 
     #[test]
     fn a_new_prefix_is_best_and_a_repeat_changes_nothing() {
         let (mut store, peers, mut table) = (AttributeStore::default(), peers(), Table::default());
+        let block = prefix("198.51.100.0/24");
         let first = path(&mut store, 1, path_via(&[64513]));
-        let change = table.announce(prefix("198.51.100.0/24"), first.clone(), &peers);
-        assert_eq!(change, Some(BestChange::Best(first.clone())));
         assert_eq!(
-            table.announce(prefix("198.51.100.0/24"), first, &peers),
-            None
+            table.announce(block, first, &mut store, &peers),
+            Some(BestChange::Best(first))
         );
+        assert_eq!(table.announce(block, first, &mut store, &peers), None);
         let replaced = path(&mut store, 1, path_via(&[64513, 64520]));
-        let change = table.announce(prefix("198.51.100.0/24"), replaced.clone(), &peers);
-        assert_eq!(change, Some(BestChange::Best(replaced)));
+        assert_eq!(
+            table.announce(block, replaced, &mut store, &peers),
+            Some(BestChange::Best(replaced))
+        );
         assert_eq!(table.len(), 1);
+        // The replaced set is no longer referenced.
+        assert_eq!(store.collect_garbage(), 1);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]
@@ -428,25 +598,28 @@ mod tests {
         let block = prefix("198.51.100.0/26");
         let short = path(&mut store, 1, path_via(&[64513]));
         let long = path(&mut store, 2, path_via(&[64514, 64515]));
-        table.announce(block, long.clone(), &peers);
+        table.announce(block, long, &mut store, &peers);
         assert_eq!(
-            table.announce(block, short.clone(), &peers),
-            Some(BestChange::Best(short.clone()))
+            table.announce(block, short, &mut store, &peers),
+            Some(BestChange::Best(short))
         );
+        assert_eq!(table.paths(&block), &[short, long]);
         // A worse path arriving again or going away does not change the best.
-        assert_eq!(table.announce(block, long.clone(), &peers), None);
-        assert_eq!(table.withdraw(block, PeerId(2), &peers), None);
-        table.announce(block, long.clone(), &peers);
+        assert_eq!(table.announce(block, long, &mut store, &peers), None);
+        assert_eq!(table.withdraw(block, PeerId(2), &mut store, &peers), None);
+        assert_eq!(table.paths(&block), &[short]);
+        table.announce(block, long, &mut store, &peers);
         assert_eq!(
-            table.withdraw(block, PeerId(1), &peers),
+            table.withdraw(block, PeerId(1), &mut store, &peers),
             Some(BestChange::Best(long))
         );
-        assert_eq!(table.withdraw(block, PeerId(1), &peers), None);
+        assert_eq!(table.withdraw(block, PeerId(1), &mut store, &peers), None);
         assert_eq!(
-            table.withdraw(block, PeerId(2), &peers),
+            table.withdraw(block, PeerId(2), &mut store, &peers),
             Some(BestChange::Unreachable)
         );
-        assert!(table.is_empty());
+        assert_eq!(store.collect_garbage(), 2);
+        assert!(table.is_empty() && store.is_empty());
     }
 
     #[test]
@@ -454,10 +627,10 @@ mod tests {
         let (mut store, peers, mut table) = (AttributeStore::default(), peers(), Table::default());
         let from_one = path(&mut store, 1, path_via(&[64513]));
         let from_two = path(&mut store, 2, path_via(&[64514, 64515]));
-        table.announce(prefix("198.51.100.0/26"), from_one.clone(), &peers);
-        table.announce(prefix("198.51.100.64/26"), from_one, &peers);
-        table.announce(prefix("198.51.100.64/26"), from_two.clone(), &peers);
-        let mut changes = table.withdraw_peer(PeerId(1), &peers);
+        table.announce(prefix("198.51.100.0/26"), from_one, &mut store, &peers);
+        table.announce(prefix("198.51.100.64/26"), from_one, &mut store, &peers);
+        table.announce(prefix("198.51.100.64/26"), from_two, &mut store, &peers);
+        let mut changes = table.withdraw_peer(PeerId(1), &mut store, &peers);
         changes.sort_by_key(|(p, _)| *p);
         assert_eq!(
             changes,
@@ -467,6 +640,8 @@ mod tests {
             ]
         );
         assert_eq!(table.len(), 1);
+        assert_eq!(store.collect_garbage(), 1);
+        assert_eq!(store.len(), 1);
     }
 
     #[test]
@@ -481,23 +656,22 @@ mod tests {
                 ..path_via(&[])
             },
         );
-        assert_eq!(winner(own, learned), PeerId::LOCAL);
+        assert_eq!(winner(&store, own, learned), PeerId::LOCAL);
     }
 
     #[test]
     fn higher_local_pref_then_shorter_as_path_then_lower_origin() {
         let mut store = AttributeStore::default();
-        let preferred = PathAttributes {
-            local_pref: Some(200),
-            ..path_via(&[64513, 64514, 64515])
-        };
-        assert_eq!(
-            winner(
-                path(&mut store, 1, preferred),
-                path(&mut store, 2, path_via(&[64514]))
-            ),
-            PeerId(1)
+        let preferred = path(
+            &mut store,
+            1,
+            PathAttributes {
+                local_pref: Some(200),
+                ..path_via(&[64513, 64514, 64515])
+            },
         );
+        let shorter = path(&mut store, 2, path_via(&[64514]));
+        assert_eq!(winner(&store, preferred, shorter), PeerId(1));
         // An AS_SET counts as one, confederation segments as none.
         let with_set = PathAttributes {
             as_path: Some(AsPath {
@@ -514,24 +688,19 @@ mod tests {
             }),
             ..path_via(&[])
         };
-        assert_eq!(
-            winner(
-                path(&mut store, 1, with_set),
-                path(&mut store, 2, path_via(&[64514, 64520]))
-            ),
-            PeerId(1)
+        let with_set = path(&mut store, 1, with_set);
+        let two = path(&mut store, 2, path_via(&[64514, 64520]));
+        assert_eq!(winner(&store, with_set, two), PeerId(1));
+        let incomplete = path(
+            &mut store,
+            1,
+            PathAttributes {
+                origin: Some(Origin::Incomplete),
+                ..path_via(&[64513])
+            },
         );
-        let incomplete = PathAttributes {
-            origin: Some(Origin::Incomplete),
-            ..path_via(&[64513])
-        };
-        assert_eq!(
-            winner(
-                path(&mut store, 1, incomplete),
-                path(&mut store, 2, path_via(&[64514]))
-            ),
-            PeerId(2)
-        );
+        let igp = path(&mut store, 2, path_via(&[64514]));
+        assert_eq!(winner(&store, incomplete, igp), PeerId(2));
     }
 
     #[test]
@@ -542,64 +711,54 @@ mod tests {
             ..path_via(&[asn])
         };
         // Same neighbour AS: the lower MED wins, though its router id is higher.
-        assert_eq!(
-            winner(
-                path(&mut store, 1, med(64513, 50)),
-                path(&mut store, 2, med(64513, 10))
-            ),
-            PeerId(2)
+        let (high, low) = (
+            path(&mut store, 1, med(64513, 50)),
+            path(&mut store, 2, med(64513, 10)),
         );
+        assert_eq!(winner(&store, high, low), PeerId(2));
         // Different neighbour ASes: MED is not compared; the lower router id decides.
-        assert_eq!(
-            winner(
-                path(&mut store, 1, med(64513, 50)),
-                path(&mut store, 2, med(64514, 10))
-            ),
-            PeerId(1)
+        let (high, low) = (
+            path(&mut store, 1, med(64513, 50)),
+            path(&mut store, 2, med(64514, 10)),
         );
-        // RFC 4271's three-path case: peer 2's lower MED removes peer 1 (same AS 64513);
-        // peer 3 (AS 64514, internal) is only removed by the eBGP step.
+        assert_eq!(winner(&store, high, low), PeerId(1));
+        // Three paths: peer 2's lower MED removes peer 1 (same AS 64513); peer 3 (AS
+        // 64514, internal) is only removed by the eBGP step.
         let paths = [
             path(&mut store, 1, med(64513, 50)),
             path(&mut store, 2, med(64513, 10)),
             path(&mut store, 3, med(64514, 0)),
         ];
-        assert_eq!(paths[select_best(&paths, &peers())].peer, PeerId(2));
+        assert_eq!(paths[select_best(&paths, &store, &peers())].peer, PeerId(2));
     }
 
     #[test]
     fn ebgp_beats_ibgp_then_cluster_list_then_router_id_then_address() {
         let mut store = AttributeStore::default();
-        assert_eq!(
-            winner(
-                path(&mut store, 3, path_via(&[64513])),
-                path(&mut store, 2, path_via(&[64514]))
-            ),
-            PeerId(2)
+        let (internal, external) = (
+            path(&mut store, 3, path_via(&[64513])),
+            path(&mut store, 2, path_via(&[64514])),
         );
+        assert_eq!(winner(&store, internal, external), PeerId(2));
         let reflected = PathAttributes {
             cluster_list: vec![Ipv4Addr::new(192, 0, 2, 100)],
             ..path_via(&[64513])
         };
-        assert_eq!(
-            winner(
-                path(&mut store, 3, reflected),
-                path(&mut store, 4, path_via(&[64513]))
-            ),
-            PeerId(4)
+        let (reflected, direct) = (
+            path(&mut store, 3, reflected),
+            path(&mut store, 4, path_via(&[64513])),
         );
+        assert_eq!(winner(&store, reflected, direct), PeerId(4));
         // ORIGINATOR_ID stands in for the router id: peer 4's route came from 198.51.100.1.
         let originated = PathAttributes {
             originator_id: Some(Ipv4Addr::new(198, 51, 100, 1)),
             ..path_via(&[64513])
         };
-        assert_eq!(
-            winner(
-                path(&mut store, 3, path_via(&[64513])),
-                path(&mut store, 4, originated)
-            ),
-            PeerId(4)
+        let (three, four) = (
+            path(&mut store, 3, path_via(&[64513])),
+            path(&mut store, 4, originated),
         );
+        assert_eq!(winner(&store, three, four), PeerId(4));
         // Same router id behind two sessions: the lower peer address.
         let mut same_id = peers();
         for info in same_id.values_mut() {
@@ -615,6 +774,26 @@ mod tests {
             path(&mut store, 2, path_via(&[64513])),
             path(&mut store, 1, path_via(&[64514])),
         ];
-        assert_eq!(paths[select_best(&paths, &same_id)].peer, PeerId(1));
+        assert_eq!(paths[select_best(&paths, &store, &same_id)].peer, PeerId(1));
+    }
+
+    #[test]
+    fn the_prefix_hash_spreads_24s_over_the_low_bits() {
+        // hashbrown indexes buckets by the low bits: /24s, whose low address octet is
+        // zero, must not collide there.
+        let buckets: std::collections::HashSet<u64> = (0..1024u32)
+            .map(|i| {
+                let mut hasher = PrefixHasher::default();
+                Ipv4Net::new(Ipv4Addr::from(0x0A00_0000 + (i << 8)), 24)
+                    .expect("valid")
+                    .hash(&mut hasher);
+                hasher.finish() & 1023
+            })
+            .collect();
+        assert!(
+            buckets.len() > 600,
+            "{} distinct buckets of 1024",
+            buckets.len()
+        );
     }
 }
