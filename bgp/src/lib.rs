@@ -13,7 +13,8 @@
 //! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`, its timers, its socket |
 //! | `speaker` (next) | listener, peers by address, collisions, the RIBs; the agent's API | every peer's handle, all routes |
 //! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision. Adj-RIB-Out (next) | all routes |
-//! | `policy` (next) | import/export policy as plain values | none |
+//! | [`propagation`] | the protocol's import and export rules: loop checks, split horizon, route reflection, next hop and AS path rewriting | none (pure) |
+//! | `policy` (next) | user import/export policy as plain values (prefix lists, communities) | none |
 //!
 //! # Who owns what, and how work flows
 //!
@@ -87,5 +88,6 @@
 
 pub mod neighbor;
 pub mod packet;
+pub mod propagation;
 pub mod rib;
 pub mod tasks;
