@@ -11,7 +11,7 @@
 //! | [`packet`] | the wire codec: bytes ⇄ [`packet::Message`], RFC 7606 error classes | none (pure) |
 //! | [`neighbor`] | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | its [`neighbor::Session`] |
 //! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`, its timers, its socket |
-//! | `speaker` (next) | listener, peers by address, collisions, the RIBs; the agent's API | every peer's handle, all routes |
+//! | [`speaker`] | the owner task: peers by address, the table, import → decision → export, the agent's API (commands in, [`speaker::RouteChange`]s out, peer table) | every peer's handle, all routes |
 //! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision. Adj-RIB-Out (next) | all routes |
 //! | [`propagation`] | the protocol's import and export rules: loop checks, split horizon, route reflection, next hop and AS path rewriting | none (pure) |
 //! | `policy` (next) | user import/export policy as plain values (prefix lists, communities) | none |
@@ -36,7 +36,7 @@
 //!   ([`packet::DecodeError::notification`]); treat-as-withdraw and attribute discard
 //!   travel with the UPDATE ([`packet::Decoded::errors`]). Reader and writer are separate
 //!   tasks, so a peer that stops reading cannot stop us reading (the full-table deadlock).
-//! - One speaker task will own every route (RIBs, decision, policy) and the map of peers;
+//! - One speaker task ([`speaker::run_speaker`]) owns every route and the map of peers;
 //!   peer tasks send it [`tasks::PeerEvent`]s and take [`tasks::PeerCommand`]s over
 //!   channels. No locks: one owner per piece of state, fed by events, one `process_*`
 //!   function per kind of event.
@@ -90,4 +90,5 @@ pub mod neighbor;
 pub mod packet;
 pub mod propagation;
 pub mod rib;
+pub mod speaker;
 pub mod tasks;

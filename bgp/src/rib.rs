@@ -261,6 +261,11 @@ impl<P: Copy + Eq + Hash> Table<P> {
         }
     }
 
+    /// Every prefix with a path, in no particular order.
+    pub fn prefixes(&self) -> impl Iterator<Item = P> + '_ {
+        self.destinations.keys().copied()
+    }
+
     /// The best path to `prefix`.
     pub fn best(&self, prefix: &P) -> Option<Path> {
         self.destinations

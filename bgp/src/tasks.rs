@@ -32,6 +32,7 @@ use crate::neighbor::{
     Action, Event, Session, SessionConfig, SessionError, SessionParameters, State, Timer,
 };
 use crate::packet::{DecodeError, Decoded, Family, Message, Negotiated, Open, message_length};
+use crate::rib::PeerId;
 
 /// Opens a connection to the peer (for tests, an in-memory pipe).
 pub type Connector<S> =
@@ -93,12 +94,14 @@ struct Connection {
     reader_task: JoinHandle<()>,
 }
 
-/// Runs one peer until the speaker drops its command sender.
+/// Runs one peer until the speaker drops its command sender. Events go out tagged with
+/// `id`, so that one channel can carry every peer's.
 pub async fn run_peer<S>(
+    id: PeerId,
     config: SessionConfig,
     connector: Connector<S>,
     mut commands: mpsc::Receiver<PeerCommand<S>>,
-    events: mpsc::Sender<PeerEvent>,
+    events: mpsc::Sender<(PeerId, PeerEvent)>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -111,6 +114,7 @@ pub async fn run_peer<S>(
     };
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
     let mut peer = Peer {
+        id,
         session,
         connector,
         events,
@@ -163,9 +167,10 @@ const TIMERS: [Timer; 4] = [
 ];
 
 struct Peer<S> {
+    id: PeerId,
     session: Session,
     connector: Connector<S>,
-    events: mpsc::Sender<PeerEvent>,
+    events: mpsc::Sender<(PeerId, PeerEvent)>,
     inbound_tx: mpsc::Sender<(u64, Inbound<S>)>,
     generation: u64,
     connection: Option<Connection>,
@@ -319,7 +324,7 @@ where
 
     async fn report(&self, event: PeerEvent) {
         // The speaker gone means the peer task is about to end: nothing to report to.
-        let _ = self.events.send(event).await;
+        let _ = self.events.send((self.id, event)).await;
     }
 
     fn send(&self, message: &Message) {
@@ -499,16 +504,16 @@ mod tests {
     }
 
     /// Next event from a peer task; a closed channel fails the test.
-    async fn next_event(events: &mut mpsc::Receiver<PeerEvent>) -> PeerEvent {
+    async fn next_event(events: &mut mpsc::Receiver<(PeerId, PeerEvent)>) -> PeerEvent {
         match events.recv().await {
-            Some(event) => event,
+            Some((_, event)) => event,
             None => panic!("peer task ended"),
         }
     }
 
     /// Skips events until one matches.
     async fn wait_for(
-        events: &mut mpsc::Receiver<PeerEvent>,
+        events: &mut mpsc::Receiver<(PeerId, PeerEvent)>,
         wanted: impl Fn(&PeerEvent) -> bool,
     ) -> PeerEvent {
         loop {
@@ -521,13 +526,19 @@ mod tests {
 
     struct Spawned {
         commands: mpsc::Sender<PeerCommand<DuplexStream>>,
-        events: mpsc::Receiver<PeerEvent>,
+        events: mpsc::Receiver<(PeerId, PeerEvent)>,
     }
 
     fn spawn(config: SessionConfig, connector: Connector<DuplexStream>) -> Spawned {
         let (commands, commands_rx) = mpsc::channel(8);
         let (events_tx, events) = mpsc::channel(64);
-        tokio::spawn(run_peer(config, connector, commands_rx, events_tx));
+        tokio::spawn(run_peer(
+            PeerId(1),
+            config,
+            connector,
+            commands_rx,
+            events_tx,
+        ));
         Spawned { commands, events }
     }
 

@@ -1,0 +1,816 @@
+//! The speaker task: the single owner of the routes (the [`Table`] and its
+//! [`AttributeStore`]) and of the map of peers. Peer tasks ([`crate::tasks::run_peer`])
+//! send it their events on one channel; the agent (or `tortie-bgpd`) sends it commands and
+//! receives best-route changes.
+//!
+//! Per received UPDATE: the protocol's import rules ([`crate::propagation::import`]),
+//! attributes interned once, every prefix into the table, and the best-path changes passed
+//! on — to the agent as [`RouteChange`]s, and to every Established peer through the export
+//! rules, grouped by resulting attributes and packed into as few UPDATEs as carry them.
+//!
+//! This first version carries IPv4 unicast; IPv6 (MP_REACH_NLRI) routes are received and
+//! decoded but not yet tabled.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::SystemTime;
+
+use ipnet::Ipv4Net;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, info, warn};
+
+use crate::neighbor::{SessionConfig, SessionError, SessionParameters, State};
+use crate::packet::{
+    Family, Message, MpReach, Negotiated, NextHop, Origin, PathAttributes, Prefixes, Update,
+};
+use crate::propagation::{LocalSpeaker, SessionView, Source, export, import};
+use crate::rib::{AttributeId, AttributeStore, BestChange, Path, PeerId, PeerInfo, Table};
+use crate::tasks::{Connector, PeerCommand, PeerEvent, run_peer};
+
+/// The speaker itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SpeakerConfig {
+    pub asn: u32,
+    pub router_id: Ipv4Addr,
+    /// Makes this speaker a route reflector with this cluster id (RFC 4456).
+    pub cluster_id: Option<Ipv4Addr>,
+}
+
+/// One configured peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerConfig {
+    pub address: IpAddr,
+    pub asn: u32,
+    /// This speaker's address on the session: the next hop it announces as itself.
+    pub local_address: IpAddr,
+    pub passive: bool,
+    pub hold_time: u16,
+    pub keepalive_time: u16,
+    pub route_reflector_client: bool,
+    pub next_hop_self: bool,
+    /// How the peer table names this peer's kind ("node-to-node mesh", "global", ...).
+    pub label: String,
+}
+
+impl PeerConfig {
+    /// A peer with RFC 4271's suggested timers, connected to actively.
+    pub fn new(address: IpAddr, asn: u32, local_address: IpAddr) -> PeerConfig {
+        PeerConfig {
+            address,
+            asn,
+            local_address,
+            passive: false,
+            hold_time: 90,
+            keepalive_time: 30,
+            route_reflector_client: false,
+            next_hop_self: false,
+            label: String::new(),
+        }
+    }
+}
+
+/// What the speaker is asked to do.
+pub enum SpeakerCommand<S> {
+    AddPeer(PeerConfig, Connector<S>),
+    /// Stops the session (CEASE) and forgets the peer and its routes.
+    RemovePeer(IpAddr),
+    /// A connection accepted by the caller's listener, from `from`.
+    Accepted {
+        from: IpAddr,
+        stream: S,
+    },
+    /// Announce `prefix` from this speaker. Absent ORIGIN and AS_PATH default to IGP and
+    /// empty; the next hop is set per peer on export.
+    Originate {
+        prefix: Ipv4Net,
+        attributes: PathAttributes,
+    },
+    StopOriginating {
+        prefix: Ipv4Net,
+    },
+    /// A snapshot of the peer table.
+    Peers(oneshot::Sender<Vec<PeerStatus>>),
+}
+
+/// A change of best route, for the agent to turn into a kernel route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteChange {
+    Best {
+        prefix: Ipv4Net,
+        attributes: PathAttributes,
+        /// The peer it was learned from; `None` for this speaker's own route.
+        from: Option<IpAddr>,
+    },
+    Withdrawn {
+        prefix: Ipv4Net,
+    },
+}
+
+/// One row of the peer table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerStatus {
+    pub address: IpAddr,
+    pub asn: u32,
+    pub label: String,
+    pub state: State,
+    pub since: SystemTime,
+    pub last_error: Option<String>,
+    /// Prefixes announced by the peer since the session came up.
+    pub received: usize,
+    /// Prefixes for which the table holds a path from the peer.
+    pub accepted: usize,
+    /// Prefixes this speaker has announced to the peer.
+    pub advertised: usize,
+}
+
+/// How many prefixes one UPDATE withdraws at most: 4096 octets hold 814 /32s.
+const WITHDRAWALS_PER_UPDATE: usize = 800;
+
+struct PeerEntry<S> {
+    config: PeerConfig,
+    commands: mpsc::Sender<PeerCommand<S>>,
+    state: State,
+    since: SystemTime,
+    last_error: Option<SessionError>,
+    session: Option<SessionParameters>,
+    received: usize,
+    /// Adj-RIB-Out: the prefixes announced to the peer.
+    advertised: HashSet<Ipv4Net>,
+}
+
+/// Runs a speaker until the command channel closes.
+pub async fn run_speaker<S>(
+    config: SpeakerConfig,
+    mut commands: mpsc::Receiver<SpeakerCommand<S>>,
+    routes: mpsc::Sender<RouteChange>,
+) where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (events_tx, mut events) = mpsc::channel(1024);
+    let mut speaker = Speaker {
+        config,
+        peers: HashMap::new(),
+        by_address: HashMap::new(),
+        infos: HashMap::new(),
+        next_id: 1,
+        table: Table::default(),
+        store: AttributeStore::default(),
+        events_tx,
+        routes,
+    };
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(command) => speaker.command(command).await,
+                None => break,
+            },
+            Some((peer, event)) = events.recv() => speaker.event(peer, event).await,
+        }
+        speaker.store.collect_garbage();
+    }
+}
+
+struct Speaker<S> {
+    config: SpeakerConfig,
+    peers: HashMap<PeerId, PeerEntry<S>>,
+    by_address: HashMap<IpAddr, PeerId>,
+    /// What the decision process knows of each Established peer.
+    infos: HashMap<PeerId, PeerInfo>,
+    next_id: u32,
+    table: Table<Ipv4Net>,
+    store: AttributeStore,
+    events_tx: mpsc::Sender<(PeerId, PeerEvent)>,
+    routes: mpsc::Sender<RouteChange>,
+}
+
+impl<S> Speaker<S>
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    fn local(&self) -> LocalSpeaker {
+        LocalSpeaker {
+            asn: self.config.asn,
+            router_id: self.config.router_id,
+            cluster_id: self.config.cluster_id,
+        }
+    }
+
+    fn view(&self, peer: PeerId) -> Option<SessionView> {
+        let entry = self.peers.get(&peer)?;
+        Some(SessionView {
+            peer_asn: entry.config.asn,
+            peer_router_id: entry
+                .session
+                .as_ref()
+                .map_or(Ipv4Addr::UNSPECIFIED, |s| s.peer_router_id),
+            local_address: entry.config.local_address,
+            route_reflector_client: entry.config.route_reflector_client,
+            next_hop_self: entry.config.next_hop_self,
+        })
+    }
+
+    async fn command(&mut self, command: SpeakerCommand<S>) {
+        match command {
+            SpeakerCommand::AddPeer(config, connector) => self.add_peer(config, connector).await,
+            SpeakerCommand::RemovePeer(address) => self.remove_peer(address).await,
+            SpeakerCommand::Accepted { from, stream } => {
+                match self.by_address.get(&from).and_then(|id| self.peers.get(id)) {
+                    Some(entry) => {
+                        let _ = entry.commands.send(PeerCommand::Accepted(stream)).await;
+                    }
+                    None => {
+                        debug!(%from, "connection from an address that is no configured peer: closed")
+                    }
+                }
+            }
+            SpeakerCommand::Originate { prefix, attributes } => {
+                let attributes = PathAttributes {
+                    origin: attributes.origin.or(Some(Origin::Igp)),
+                    as_path: attributes.as_path.or_else(|| Some(Default::default())),
+                    ..attributes
+                };
+                let id = self.store.intern(attributes);
+                let path = Path {
+                    peer: PeerId::LOCAL,
+                    attributes: id,
+                };
+                let change = self
+                    .table
+                    .announce(prefix, path, &mut self.store, &self.infos);
+                self.propagate(change.map(|c| (prefix, c)).into_iter().collect())
+                    .await;
+            }
+            SpeakerCommand::StopOriginating { prefix } => {
+                let change =
+                    self.table
+                        .withdraw(prefix, PeerId::LOCAL, &mut self.store, &self.infos);
+                self.propagate(change.map(|c| (prefix, c)).into_iter().collect())
+                    .await;
+            }
+            SpeakerCommand::Peers(reply) => {
+                let _ = reply.send(self.snapshot());
+            }
+        }
+    }
+
+    async fn add_peer(&mut self, config: PeerConfig, connector: Connector<S>) {
+        if self.by_address.contains_key(&config.address) {
+            warn!(peer = %config.address, "peer already configured");
+            return;
+        }
+        let session = SessionConfig {
+            hold_time: config.hold_time,
+            keepalive_time: config.keepalive_time,
+            passive: config.passive,
+            ..SessionConfig::new(self.config.asn, config.asn, self.config.router_id)
+        };
+        let id = PeerId(self.next_id);
+        self.next_id += 1;
+        let (commands, commands_rx) = mpsc::channel(64);
+        let span = tracing::info_span!("peer", address = %config.address);
+        let task = run_peer(id, session, connector, commands_rx, self.events_tx.clone());
+        tokio::spawn(tracing::Instrument::instrument(task, span));
+        let _ = commands.send(PeerCommand::Start).await;
+        self.by_address.insert(config.address, id);
+        self.peers.insert(
+            id,
+            PeerEntry {
+                config,
+                commands,
+                state: State::Idle,
+                since: SystemTime::now(),
+                last_error: None,
+                session: None,
+                received: 0,
+                advertised: HashSet::new(),
+            },
+        );
+    }
+
+    async fn remove_peer(&mut self, address: IpAddr) {
+        let Some(id) = self.by_address.remove(&address) else {
+            return;
+        };
+        if let Some(entry) = self.peers.remove(&id) {
+            // The peer task sends the CEASE, then ends when its command channel closes.
+            let _ = entry.commands.send(PeerCommand::Stop).await;
+        }
+        self.infos.remove(&id);
+        let changes = self.table.withdraw_peer(id, &mut self.store, &self.infos);
+        self.propagate(changes).await;
+    }
+
+    async fn event(&mut self, id: PeerId, event: PeerEvent) {
+        if !self.peers.contains_key(&id) {
+            return; // a removed peer's last words
+        }
+        match event {
+            PeerEvent::State { state, last_error } => {
+                if let Some(entry) = self.peers.get_mut(&id) {
+                    entry.state = state;
+                    entry.since = SystemTime::now();
+                    entry.last_error = last_error;
+                }
+            }
+            PeerEvent::Established(parameters) => self.established(id, parameters).await,
+            PeerEvent::Down(error) => {
+                info!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "session down");
+                self.infos.remove(&id);
+                if let Some(entry) = self.peers.get_mut(&id) {
+                    entry.session = None;
+                    entry.advertised.clear();
+                }
+                let changes = self.table.withdraw_peer(id, &mut self.store, &self.infos);
+                self.propagate(changes).await;
+            }
+            PeerEvent::Update(decoded) => {
+                let treat_as_withdraw = decoded.treat_as_withdraw();
+                for error in &decoded.errors {
+                    warn!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "malformed attribute");
+                }
+                if let Message::Update(update) = decoded.message {
+                    self.update(id, update, treat_as_withdraw).await;
+                }
+            }
+            // Answered by sending the whole table again.
+            PeerEvent::RouteRefresh(family) => {
+                if family == Family::IPV4_UNICAST {
+                    self.send_table(id).await;
+                }
+            }
+        }
+    }
+
+    async fn established(&mut self, id: PeerId, parameters: SessionParameters) {
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        info!(peer = %entry.config.address, hold_time = parameters.hold_time, "session established");
+        self.infos.insert(
+            id,
+            PeerInfo {
+                address: entry.config.address,
+                router_id: parameters.peer_router_id,
+                internal: entry.config.asn == self.config.asn,
+            },
+        );
+        entry.session = Some(parameters);
+        entry.received = 0;
+        entry.advertised.clear();
+        self.send_table(id).await;
+    }
+
+    /// Sends `id` every best route, then End-of-RIB (RFC 4724 - Section 2).
+    async fn send_table(&mut self, id: PeerId) {
+        let best: Vec<(Ipv4Net, BestChange)> = self
+            .table
+            .prefixes()
+            .filter_map(|prefix| {
+                self.table
+                    .best(&prefix)
+                    .map(|path| (prefix, BestChange::Best(path)))
+            })
+            .collect();
+        self.send_changes(id, &best).await;
+        let Some(entry) = self.peers.get(&id) else {
+            return;
+        };
+        let mut bytes = Vec::new();
+        if Message::Update(Update::end_of_rib(Family::IPV4_UNICAST))
+            .encode(&Negotiated::default(), &mut bytes)
+            .is_ok()
+        {
+            let _ = entry.commands.send(PeerCommand::SendUpdates(bytes)).await;
+        }
+    }
+
+    async fn update(&mut self, id: PeerId, update: Update, treat_as_withdraw: bool) {
+        let mut withdrawn = update.withdrawn;
+        if let Some(Prefixes::V4(prefixes)) = update.mp_unreach {
+            withdrawn.extend(prefixes);
+        }
+        let mut announced = update.nlri;
+        let mut attributes = update.attributes;
+        match update.mp_reach {
+            Some(MpReach {
+                next_hop,
+                nlri: Prefixes::V4(prefixes),
+            }) => {
+                announced.extend(prefixes);
+                if let NextHop::V4(address) = next_hop {
+                    attributes.next_hop = Some(address);
+                }
+            }
+            Some(MpReach {
+                nlri: Prefixes::V6(prefixes),
+                ..
+            }) => {
+                debug!(count = prefixes.len(), "IPv6 routes not tabled yet");
+            }
+            None => {}
+        }
+        let Some(view) = self.view(id) else { return };
+        if let Some(entry) = self.peers.get_mut(&id) {
+            entry.received += announced.len();
+        }
+        let accepted = if treat_as_withdraw || announced.is_empty() {
+            None
+        } else {
+            match import(attributes, &view, &self.local()) {
+                Ok(attributes) => Some(self.store.intern(attributes)),
+                Err(rejection) => {
+                    debug!(%rejection, count = announced.len(), "routes refused");
+                    None
+                }
+            }
+        };
+        let mut changes = Vec::new();
+        for prefix in withdrawn {
+            if let Some(change) = self
+                .table
+                .withdraw(prefix, id, &mut self.store, &self.infos)
+            {
+                changes.push((prefix, change));
+            }
+        }
+        for prefix in announced {
+            let change = match accepted {
+                Some(attributes) => self.table.announce(
+                    prefix,
+                    Path {
+                        peer: id,
+                        attributes,
+                    },
+                    &mut self.store,
+                    &self.infos,
+                ),
+                // RFC 7606 treat-as-withdraw, or refused by import: as withdrawn.
+                None => self
+                    .table
+                    .withdraw(prefix, id, &mut self.store, &self.infos),
+            };
+            if let Some(change) = change {
+                changes.push((prefix, change));
+            }
+        }
+        self.propagate(changes).await;
+    }
+
+    /// Passes best-path changes to the agent and to every Established peer.
+    async fn propagate(&mut self, changes: Vec<(Ipv4Net, BestChange)>) {
+        if changes.is_empty() {
+            return;
+        }
+        for (prefix, change) in &changes {
+            let route = match change {
+                BestChange::Best(path) => RouteChange::Best {
+                    prefix: *prefix,
+                    attributes: self.store.get(path.attributes).cloned().unwrap_or_default(),
+                    from: self.peers.get(&path.peer).map(|entry| entry.config.address),
+                },
+                BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
+            };
+            let _ = self.routes.send(route).await;
+        }
+        let established: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, entry)| entry.session.is_some())
+            .map(|(id, _)| *id)
+            .collect();
+        for id in established {
+            self.send_changes(id, &changes).await;
+        }
+    }
+
+    /// Sends `to` what the changes mean for it: announcements grouped by the attributes
+    /// export gives them, and withdrawals of what it was sent before.
+    async fn send_changes(&mut self, to: PeerId, changes: &[(Ipv4Net, BestChange)]) {
+        let local = self.local();
+        let Some(to_view) = self.view(to) else { return };
+        // Export depends only on the source path's peer and attributes: computed once per
+        // distinct pair, not per prefix.
+        let mut exported: HashMap<(PeerId, AttributeId), Option<usize>> = HashMap::new();
+        let mut groups: Vec<(PathAttributes, Vec<Ipv4Net>)> = Vec::new();
+        let mut group_of: HashMap<PathAttributes, usize> = HashMap::new();
+        let mut withdrawals = Vec::new();
+        for (prefix, change) in changes {
+            let group = match change {
+                BestChange::Best(path) => *exported
+                    .entry((path.peer, path.attributes))
+                    .or_insert_with(|| {
+                        let attributes = self.store.get(path.attributes)?;
+                        let source = if path.peer == PeerId::LOCAL {
+                            Source::Local
+                        } else {
+                            Source::Peer {
+                                view: self.view(path.peer)?,
+                                peer: path.peer,
+                            }
+                        };
+                        let out = export(attributes, &source, &to_view, to, &local)?;
+                        Some(*group_of.entry(out.clone()).or_insert_with(|| {
+                            groups.push((out, Vec::new()));
+                            groups.len() - 1
+                        }))
+                    }),
+                BestChange::Unreachable => None,
+            };
+            let Some(entry) = self.peers.get_mut(&to) else {
+                return;
+            };
+            match group {
+                Some(index) => {
+                    groups[index].1.push(*prefix);
+                    entry.advertised.insert(*prefix);
+                }
+                None => {
+                    if entry.advertised.remove(prefix) {
+                        withdrawals.push(*prefix);
+                    }
+                }
+            }
+        }
+        let Some(entry) = self.peers.get(&to) else {
+            return;
+        };
+        let negotiated = entry
+            .session
+            .as_ref()
+            .map_or_else(Negotiated::default, |s| s.negotiated);
+        let mut bytes = Vec::new();
+        for chunk in withdrawals.chunks(WITHDRAWALS_PER_UPDATE) {
+            let update = Update {
+                withdrawn: chunk.to_vec(),
+                ..Update::default()
+            };
+            if let Err(error) = Message::Update(update).encode(&negotiated, &mut bytes) {
+                warn!(%error, "withdrawal not sent");
+            }
+        }
+        for (attributes, prefixes) in &groups {
+            if let Err(error) =
+                Update::encode_ipv4_packed(attributes, prefixes, &negotiated, &mut bytes)
+            {
+                warn!(%error, "announcement not sent");
+            }
+        }
+        if !bytes.is_empty() {
+            let _ = entry.commands.send(PeerCommand::SendUpdates(bytes)).await;
+        }
+    }
+
+    fn snapshot(&self) -> Vec<PeerStatus> {
+        let mut accepted: HashMap<PeerId, usize> = HashMap::new();
+        for prefix in self.table.prefixes() {
+            for path in self.table.paths(&prefix) {
+                *accepted.entry(path.peer).or_default() += 1;
+            }
+        }
+        let mut rows: Vec<PeerStatus> = self
+            .peers
+            .iter()
+            .map(|(id, entry)| PeerStatus {
+                address: entry.config.address,
+                asn: entry.config.asn,
+                label: entry.config.label.clone(),
+                state: entry.state,
+                since: entry.since,
+                last_error: entry.last_error.as_ref().map(ToString::to_string),
+                received: entry.received,
+                accepted: accepted.get(id).copied().unwrap_or(0),
+                advertised: entry.advertised.len(),
+            })
+            .collect();
+        rows.sort_by_key(|row| row.address);
+        rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io;
+    use std::sync::Arc;
+
+    use tokio::io::DuplexStream;
+
+    use super::*;
+    use crate::packet::{AsPath, AsSegment, SegmentKind};
+
+    /// One speaker in a test: its command sender and the route changes it reports.
+    struct Node {
+        address: IpAddr,
+        asn: u32,
+        commands: mpsc::Sender<SpeakerCommand<DuplexStream>>,
+        routes: mpsc::Receiver<RouteChange>,
+    }
+
+    fn node(last_octet: u8, asn: u32, cluster_id: Option<Ipv4Addr>) -> Node {
+        let router_id = Ipv4Addr::new(192, 0, 2, last_octet);
+        let (commands, commands_rx) = mpsc::channel(64);
+        let (routes_tx, routes) = mpsc::channel(256);
+        tokio::spawn(run_speaker(
+            SpeakerConfig {
+                asn,
+                router_id,
+                cluster_id,
+            },
+            commands_rx,
+            routes_tx,
+        ));
+        Node {
+            address: IpAddr::V4(router_id),
+            asn,
+            commands,
+            routes,
+        }
+    }
+
+    async fn command(node: &Node, command: SpeakerCommand<DuplexStream>) {
+        if node.commands.send(command).await.is_err() {
+            panic!("speaker task ended");
+        }
+    }
+
+    /// Peers `active` with `passive` over an in-memory pipe; `tweak` adjusts the active
+    /// side's view of the passive one (and the other way round).
+    async fn link(active: &Node, passive: &Node, tweak: impl Fn(&mut PeerConfig, bool)) {
+        let mut waiting = PeerConfig {
+            passive: true,
+            ..PeerConfig::new(active.address, active.asn, passive.address)
+        };
+        tweak(&mut waiting, false);
+        let refuse: Connector<DuplexStream> =
+            Arc::new(|| Box::pin(async { Err(io::Error::other("passive")) }));
+        command(passive, SpeakerCommand::AddPeer(waiting, refuse)).await;
+        let (to_passive, from) = (passive.commands.clone(), active.address);
+        let connector: Connector<DuplexStream> = Arc::new(move || {
+            let to_passive = to_passive.clone();
+            Box::pin(async move {
+                let (ours, theirs) = tokio::io::duplex(256 * 1024);
+                let accepted = SpeakerCommand::Accepted {
+                    from,
+                    stream: theirs,
+                };
+                to_passive
+                    .send(accepted)
+                    .await
+                    .map_err(|_| io::Error::other("speaker gone"))?;
+                Ok(ours)
+            })
+        });
+        let mut dialing = PeerConfig::new(passive.address, passive.asn, active.address);
+        tweak(&mut dialing, true);
+        command(active, SpeakerCommand::AddPeer(dialing, connector)).await;
+    }
+
+    async fn next_route(node: &mut Node) -> RouteChange {
+        match node.routes.recv().await {
+            Some(change) => change,
+            None => panic!("speaker task ended"),
+        }
+    }
+
+    async fn peers(node: &Node) -> Vec<PeerStatus> {
+        let (reply, answer) = oneshot::channel();
+        command(node, SpeakerCommand::Peers(reply)).await;
+        answer.await.expect("the speaker answers")
+    }
+
+    fn block(text: &str) -> Ipv4Net {
+        text.parse().expect("literal prefix")
+    }
+
+    fn asns(attributes: &PathAttributes) -> Vec<u32> {
+        attributes
+            .as_path
+            .iter()
+            .flat_map(|p| &p.segments)
+            .flat_map(|s| s.asns.clone())
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn routes_travel_both_ways_over_ebgp_and_are_withdrawn() {
+        let (mut a, mut b) = (node(1, 64512, None), node(2, 64513, None));
+        link(&a, &b, |_, _| {}).await;
+        let prefix = block("198.51.100.0/24");
+        command(
+            &a,
+            SpeakerCommand::Originate {
+                prefix,
+                attributes: PathAttributes::default(),
+            },
+        )
+        .await;
+        assert!(matches!(
+            next_route(&mut a).await,
+            RouteChange::Best { from: None, .. }
+        ));
+
+        let RouteChange::Best {
+            prefix: learned,
+            attributes,
+            from,
+        } = next_route(&mut b).await
+        else {
+            panic!("not a route")
+        };
+        assert_eq!((learned, from), (prefix, Some(a.address)));
+        assert_eq!(asns(&attributes), vec![64512]);
+        assert_eq!(attributes.next_hop, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(attributes.origin, Some(Origin::Igp));
+
+        let rows = peers(&b).await;
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            (rows[0].state, rows[0].received, rows[0].accepted),
+            (State::Established, 1, 1)
+        );
+        assert_eq!(peers(&a).await[0].advertised, 1);
+
+        // The other way, with an AS path of its own.
+        let other = block("203.0.113.0/24");
+        let path = AsPath {
+            segments: vec![AsSegment {
+                kind: SegmentKind::Sequence,
+                asns: vec![64999],
+            }],
+        };
+        command(
+            &b,
+            SpeakerCommand::Originate {
+                prefix: other,
+                attributes: PathAttributes {
+                    as_path: Some(path),
+                    ..PathAttributes::default()
+                },
+            },
+        )
+        .await;
+        next_route(&mut b).await;
+        let RouteChange::Best { attributes, .. } = next_route(&mut a).await else {
+            panic!("not a route")
+        };
+        assert_eq!(asns(&attributes), vec![64513, 64999]);
+
+        command(&a, SpeakerCommand::StopOriginating { prefix }).await;
+        assert_eq!(next_route(&mut a).await, RouteChange::Withdrawn { prefix });
+        assert_eq!(next_route(&mut b).await, RouteChange::Withdrawn { prefix });
+        assert_eq!(peers(&a).await[0].advertised, 0);
+
+        // A forgets B: B's route leaves A's table, A's session ends at B.
+        command(&a, SpeakerCommand::RemovePeer(b.address)).await;
+        assert_eq!(
+            next_route(&mut a).await,
+            RouteChange::Withdrawn { prefix: other }
+        );
+        assert!(peers(&a).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_route_reflector_passes_client_routes_between_clients() {
+        let cluster = Ipv4Addr::new(192, 0, 2, 100);
+        let (mut reflector, mut one, mut two) = (
+            node(100, 64512, Some(cluster)),
+            node(1, 64512, None),
+            node(2, 64512, None),
+        );
+        // The clients dial the reflector; the reflector marks them as clients.
+        let as_client =
+            |config: &mut PeerConfig, dialing: bool| config.route_reflector_client = !dialing;
+        link(&one, &reflector, as_client).await;
+        link(&two, &reflector, as_client).await;
+
+        let prefix = block("198.51.100.64/26");
+        command(
+            &one,
+            SpeakerCommand::Originate {
+                prefix,
+                attributes: PathAttributes::default(),
+            },
+        )
+        .await;
+        next_route(&mut one).await;
+        let RouteChange::Best { from, .. } = next_route(&mut reflector).await else {
+            panic!("not a route")
+        };
+        assert_eq!(from, Some(one.address));
+        let RouteChange::Best {
+            prefix: learned,
+            attributes,
+            from,
+        } = next_route(&mut two).await
+        else {
+            panic!("not a route")
+        };
+        assert_eq!((learned, from), (prefix, Some(reflector.address)));
+        assert_eq!(attributes.originator_id, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(attributes.cluster_list, vec![cluster]);
+        // iBGP: the next hop is still client one, and LOCAL_PREF travels.
+        assert_eq!(attributes.next_hop, Some(Ipv4Addr::new(192, 0, 2, 1)));
+        assert_eq!(attributes.local_pref, Some(crate::rib::DEFAULT_LOCAL_PREF));
+        assert!(asns(&attributes).is_empty());
+    }
+}
