@@ -91,6 +91,19 @@ pub enum SpeakerCommand<S> {
     },
     /// A snapshot of the peer table.
     Peers(oneshot::Sender<Vec<PeerStatus>>),
+    /// A snapshot of the best routes, sorted by prefix.
+    Routes(oneshot::Sender<Vec<BestRoute>>),
+}
+
+/// One prefix's best route, for `show rib`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BestRoute {
+    pub prefix: Ipv4Net,
+    pub attributes: PathAttributes,
+    /// The peer it was learned from; `None` for this speaker's own route.
+    pub from: Option<IpAddr>,
+    /// How many paths the table holds for the prefix.
+    pub paths: usize,
 }
 
 /// A change of best route, for the agent to turn into a kernel route.
@@ -250,6 +263,23 @@ where
             }
             SpeakerCommand::Peers(reply) => {
                 let _ = reply.send(self.snapshot());
+            }
+            SpeakerCommand::Routes(reply) => {
+                let mut routes: Vec<BestRoute> = self
+                    .table
+                    .prefixes()
+                    .filter_map(|prefix| {
+                        let best = self.table.best(&prefix)?;
+                        Some(BestRoute {
+                            prefix,
+                            attributes: self.store.get(best.attributes)?.clone(),
+                            from: self.peers.get(&best.peer).map(|entry| entry.config.address),
+                            paths: self.table.paths(&prefix).len(),
+                        })
+                    })
+                    .collect();
+                routes.sort_by_key(|route| route.prefix);
+                let _ = reply.send(routes);
             }
         }
     }
