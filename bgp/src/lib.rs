@@ -13,6 +13,7 @@
 //! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`, its timers, its socket |
 //! | [`speaker`] | the owner task: peers by address, the table, import → decision → export, the agent's API (commands in, [`speaker::RouteChange`]s out, peer table) | every peer's handle, all routes |
 //! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision. Adj-RIB-Out (next) | all routes |
+//! | [`daemon`] | `tortie-bgpd`'s YAML configuration and its peer and route tables | none |
 //! | [`net`] | TCP for sessions: listener, connector, TCP MD5 (RFC 2385), TTL security (RFC 5082) | sockets it opens |
 //! | [`propagation`] | the protocol's import and export rules: loop checks, split horizon, route reflection, next hop and AS path rewriting | none (pure) |
 //! | `policy` (next) | user import/export policy as plain values (prefix lists, communities) | none |
@@ -87,6 +88,7 @@
 //! reference counts.
 //!
 
+pub mod daemon;
 pub mod neighbor;
 pub mod net;
 pub mod packet;
