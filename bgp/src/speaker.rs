@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 use std::time::SystemTime;
 
 use ipnet::Ipv4Net;
@@ -106,12 +107,14 @@ pub struct BestRoute {
     pub paths: usize,
 }
 
-/// A change of best route, for the agent to turn into a kernel route.
+/// A change of best route, for the agent to turn into a kernel route. Changes travel in
+/// batches (one `Vec` per received UPDATE or command), and routes that share attributes
+/// share one copy of them: a full table is a thousand channel sends, not a million.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteChange {
     Best {
         prefix: Ipv4Net,
-        attributes: PathAttributes,
+        attributes: Arc<PathAttributes>,
         /// The peer it was learned from; `None` for this speaker's own route.
         from: Option<IpAddr>,
     },
@@ -156,7 +159,7 @@ struct PeerEntry<S> {
 pub async fn run_speaker<S>(
     config: SpeakerConfig,
     mut commands: mpsc::Receiver<SpeakerCommand<S>>,
-    routes: mpsc::Sender<RouteChange>,
+    routes: mpsc::Sender<Vec<RouteChange>>,
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -194,7 +197,7 @@ struct Speaker<S> {
     table: Table<Ipv4Net>,
     store: AttributeStore,
     events_tx: mpsc::Sender<(PeerId, PeerEvent)>,
-    routes: mpsc::Sender<RouteChange>,
+    routes: mpsc::Sender<Vec<RouteChange>>,
 }
 
 impl<S> Speaker<S>
@@ -492,17 +495,21 @@ where
         if changes.is_empty() {
             return;
         }
-        for (prefix, change) in &changes {
-            let route = match change {
+        let mut shared: HashMap<AttributeId, Arc<PathAttributes>> = HashMap::new();
+        let batch: Vec<RouteChange> = changes
+            .iter()
+            .map(|(prefix, change)| match change {
                 BestChange::Best(path) => RouteChange::Best {
                     prefix: *prefix,
-                    attributes: self.store.get(path.attributes).cloned().unwrap_or_default(),
+                    attributes: Arc::clone(shared.entry(path.attributes).or_insert_with(|| {
+                        Arc::new(self.store.get(path.attributes).cloned().unwrap_or_default())
+                    })),
                     from: self.peers.get(&path.peer).map(|entry| entry.config.address),
                 },
                 BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
-            };
-            let _ = self.routes.send(route).await;
-        }
+            })
+            .collect();
+        let _ = self.routes.send(batch).await;
         let established: Vec<PeerId> = self
             .peers
             .iter()
@@ -633,7 +640,9 @@ mod tests {
         address: IpAddr,
         asn: u32,
         commands: mpsc::Sender<SpeakerCommand<DuplexStream>>,
-        routes: mpsc::Receiver<RouteChange>,
+        routes: mpsc::Receiver<Vec<RouteChange>>,
+        /// Changes received but not yet looked at.
+        pending: std::collections::VecDeque<RouteChange>,
     }
 
     fn node(last_octet: u8, asn: u32, cluster_id: Option<Ipv4Addr>) -> Node {
@@ -654,6 +663,7 @@ mod tests {
             asn,
             commands,
             routes,
+            pending: std::collections::VecDeque::new(),
         }
     }
 
@@ -696,9 +706,14 @@ mod tests {
     }
 
     async fn next_route(node: &mut Node) -> RouteChange {
-        match node.routes.recv().await {
-            Some(change) => change,
-            None => panic!("speaker task ended"),
+        loop {
+            if let Some(change) = node.pending.pop_front() {
+                return change;
+            }
+            match node.routes.recv().await {
+                Some(batch) => node.pending.extend(batch),
+                None => panic!("speaker task ended"),
+            }
         }
     }
 

@@ -110,7 +110,7 @@ fn read_config(path: &Path) -> Result<DaemonConfig> {
 async fn run(path: &Path) -> Result<()> {
     let config = read_config(path)?;
     let (commands, commands_rx) = mpsc::channel(1024);
-    let (routes_tx, mut routes) = mpsc::channel(4096);
+    let (routes_tx, mut routes) = mpsc::channel(64);
     let speaker = tokio::spawn(run_speaker(config.speaker(), commands_rx, routes_tx));
 
     // Listen before dialing, so a peer that dials back finds us.
@@ -188,16 +188,18 @@ async fn run(path: &Path) -> Result<()> {
     };
     let control = serve_control(&config.control_socket, commands.clone())?;
     let logging = tokio::spawn(async move {
-        while let Some(change) = routes.recv().await {
-            match change {
-                RouteChange::Best {
-                    prefix,
-                    attributes,
-                    from,
-                } => {
-                    debug!(%prefix, next_hop = ?attributes.next_hop, ?from, "best route");
+        while let Some(batch) = routes.recv().await {
+            for change in batch {
+                match change {
+                    RouteChange::Best {
+                        prefix,
+                        attributes,
+                        from,
+                    } => {
+                        debug!(%prefix, next_hop = ?attributes.next_hop, ?from, "best route");
+                    }
+                    RouteChange::Withdrawn { prefix } => debug!(%prefix, "withdrawn"),
                 }
-                RouteChange::Withdrawn { prefix } => debug!(%prefix, "withdrawn"),
             }
         }
     });
