@@ -229,6 +229,9 @@ pub struct Table<P> {
     destinations: HashMap<P, Path, BuildHasherDefault<PrefixHasher>>,
     many: Vec<Vec<Path>>,
     free_many: Vec<u32>,
+    /// Paths per peer, kept as they come and go so that the peer table's "accepted"
+    /// costs nothing to read.
+    counts: HashMap<PeerId, usize>,
 }
 
 impl<P> Default for Table<P> {
@@ -237,6 +240,7 @@ impl<P> Default for Table<P> {
             destinations: HashMap::default(),
             many: Vec::new(),
             free_many: Vec::new(),
+            counts: HashMap::new(),
         }
     }
 }
@@ -258,6 +262,17 @@ impl<P: Copy + Eq + Hash> Table<P> {
                 .map_or(&[], Vec::as_slice)
         } else {
             std::slice::from_ref(entry)
+        }
+    }
+
+    /// How many prefixes `peer` has a path to.
+    pub fn paths_from(&self, peer: PeerId) -> usize {
+        self.counts.get(&peer).copied().unwrap_or(0)
+    }
+
+    fn uncount(&mut self, peer: PeerId) {
+        if let Some(count) = self.counts.get_mut(&peer) {
+            *count = count.saturating_sub(1);
         }
     }
 
@@ -292,6 +307,7 @@ impl<P: Copy + Eq + Hash> Table<P> {
         let entry = match self.destinations.get_mut(&prefix) {
             None => {
                 self.destinations.insert(prefix, path);
+                *self.counts.entry(path.peer).or_default() += 1;
                 return Some(BestChange::Best(path));
             }
             Some(entry) => entry,
@@ -326,7 +342,10 @@ impl<P: Copy + Eq + Hash> Table<P> {
         let old_best = list.first().copied();
         match list.iter_mut().find(|p| p.peer == path.peer) {
             Some(slot) => store.release(std::mem::replace(slot, path).attributes),
-            None => list.push(path),
+            None => {
+                list.push(path);
+                *self.counts.entry(path.peer).or_default() += 1;
+            }
         }
         let best = select_best(list, store, peers);
         list.swap(0, best);
@@ -349,12 +368,16 @@ impl<P: Copy + Eq + Hash> Table<P> {
             }
             store.release(entry.attributes);
             self.destinations.remove(&prefix);
+            self.uncount(peer);
             return Some(BestChange::Unreachable);
         }
         let index = entry.attributes.0;
         let list = self.many.get_mut(index as usize)?;
         let position = list.iter().position(|p| p.peer == peer)?;
         store.release(list.remove(position).attributes);
+        if let Some(count) = self.counts.get_mut(&peer) {
+            *count = count.saturating_sub(1);
+        }
         let change = if position == 0 {
             let best = select_best(list, store, peers);
             list.swap(0, best);
@@ -609,6 +632,10 @@ mod tests {
             Some(BestChange::Best(short))
         );
         assert_eq!(table.paths(&block), &[short, long]);
+        assert_eq!(
+            (table.paths_from(PeerId(1)), table.paths_from(PeerId(2))),
+            (1, 1)
+        );
         // A worse path arriving again or going away does not change the best.
         assert_eq!(table.announce(block, long, &mut store, &peers), None);
         assert_eq!(table.withdraw(block, PeerId(2), &mut store, &peers), None);
@@ -622,6 +649,10 @@ mod tests {
         assert_eq!(
             table.withdraw(block, PeerId(2), &mut store, &peers),
             Some(BestChange::Unreachable)
+        );
+        assert_eq!(
+            (table.paths_from(PeerId(1)), table.paths_from(PeerId(2))),
+            (0, 0)
         );
         assert_eq!(store.collect_garbage(), 2);
         assert!(table.is_empty() && store.is_empty());

@@ -599,12 +599,6 @@ where
     }
 
     fn snapshot(&self) -> Vec<PeerStatus> {
-        let mut accepted: HashMap<PeerId, usize> = HashMap::new();
-        for prefix in self.table.prefixes() {
-            for path in self.table.paths(&prefix) {
-                *accepted.entry(path.peer).or_default() += 1;
-            }
-        }
         let mut rows: Vec<PeerStatus> = self
             .peers
             .iter()
@@ -616,7 +610,7 @@ where
                 since: entry.since,
                 last_error: entry.last_error.as_ref().map(ToString::to_string),
                 received: entry.received,
-                accepted: accepted.get(id).copied().unwrap_or(0),
+                accepted: self.table.paths_from(*id),
                 advertised: entry.advertised.len(),
             })
             .collect();
