@@ -11,12 +11,12 @@
 //! | [`packet`] | the wire codec: bytes ⇄ [`packet::Message`], RFC 7606 error classes | none (pure) |
 //! | [`neighbor`] | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | its [`neighbor::Session`] |
 //! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`, its timers, its socket |
-//! | [`speaker`] | the owner task: peers by address, the table, import → decision → export, the agent's API (commands in, [`speaker::RouteChange`]s out, peer table) | every peer's handle, all routes |
-//! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision. Adj-RIB-Out (next) | all routes |
-//! | [`daemon`] | `tortie-bgpd`'s YAML configuration and its peer and route tables | none |
-//! | [`net`] | TCP for sessions: listener, connector, TCP MD5 (RFC 2385), TTL security (RFC 5082) | sockets it opens |
+//! | [`net`] | TCP for sessions: listener, connector, TCP MD5 (RFC 2385), TTL security (RFC 5082) | the sockets it opens |
+//! | [`speaker`] | the owner task: peers by address, the tables, import → decision → export, per-peer Adj-RIB-Out (prefixes sent), the agent's API (commands in, batches of [`speaker::RouteChange`] out, peer table) | every peer's handle, all routes |
+//! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision | (owned by the speaker) |
 //! | [`propagation`] | the protocol's import and export rules: loop checks, split horizon, route reflection, next hop and AS path rewriting | none (pure) |
-//! | `policy` (next) | user import/export policy as plain values (prefix lists, communities) | none |
+//! | [`daemon`] | `tortie-bgpd`'s YAML configuration and its peer and route tables (`src/bin/tortie-bgpd.rs` is the binary) | none |
+//! | `policy` (next) | user import/export policy as plain values (prefix lists with ge/le, community match and set) | none |
 //!
 //! # Who owns what, and how work flows
 //!
@@ -87,6 +87,11 @@
 //! and the paths in an enum, took 382 ms and 66 MiB: half of that time was the atomic
 //! reference counts.
 //!
+//! End to end, `tortie-bgpd` took in 1M /24s from a raw feeder over a veth pair (first
+//! UPDATE until it held them all, polled every 50 ms, on this 2-core machine under load
+//! from two neighbours' compilers) in 0.41 to 0.97 s with 62 MiB peak RSS; BIRD 2.0.12
+//! measured the same way took 0.80 to 1.03 s with 94 MiB. The proper side-by-side
+//! benchmark (quiet machine, completion without polling the receiver) is still to come.
 
 pub mod daemon;
 pub mod neighbor;
