@@ -201,7 +201,7 @@ fn set_next_hop(attributes: &mut PathAttributes, address: IpAddr) {
 
 /// Puts `asn` in front of the AS path, in a new AS_SEQUENCE when the path starts with
 /// anything else (RFC 4271 - Section 5.1.2).
-fn prepend(attributes: &mut PathAttributes, asn: u32) {
+pub(crate) fn prepend(attributes: &mut PathAttributes, asn: u32) {
     let path = attributes.as_path.get_or_insert_with(Default::default);
     match path.segments.first_mut() {
         Some(segment) if segment.kind == SegmentKind::Sequence && segment.asns.len() < 255 => {
