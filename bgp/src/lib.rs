@@ -16,7 +16,7 @@
 //! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision | (owned by the speaker) |
 //! | [`propagation`] | the protocol's import and export rules: loop checks, split horizon, route reflection, next hop and AS path rewriting | none (pure) |
 //! | [`daemon`] | `tortie-bgpd`'s YAML configuration and its peer and route tables (`src/bin/tortie-bgpd.rs` is the binary) | none |
-//! | [`policy`] | user import/export policy as plain values: ordered rules on prefix lists (ge/le), communities, AS path; accept with changes or reject (not yet wired into the speaker) | none (pure) |
+//! | [`policy`] | user import/export policy as plain values: ordered rules on prefix lists (ge/le), communities, AS path; accept with changes or reject; per peer in the speaker ([`speaker::PeerConfig`]) | none (pure) |
 //!
 //! # Who owns what, and how work flows
 //!

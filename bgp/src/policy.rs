@@ -4,7 +4,8 @@
 //! on AS path members, and can accept (after setting LOCAL_PREF, MED, communities or
 //! prepending) or reject.
 //!
-//! Pure: the speaker applies it after the protocol's own rules ([`crate::propagation`]).
+//! Pure: the speaker applies a peer's import policy after the protocol's import rules, and
+//! its export policy after the export rules ([`crate::propagation`]).
 
 use ipnet::IpNet;
 

@@ -16,7 +16,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
@@ -25,6 +25,7 @@ use crate::neighbor::{SessionConfig, SessionError, SessionParameters, State};
 use crate::packet::{
     Family, Message, MpReach, Negotiated, NextHop, Origin, PathAttributes, Prefixes, Update,
 };
+use crate::policy::Policy;
 use crate::propagation::{LocalSpeaker, SessionView, Source, export, import};
 use crate::rib::{AttributeId, AttributeStore, BestChange, Path, PeerId, PeerInfo, Table};
 use crate::tasks::{Connector, PeerCommand, PeerEvent, run_peer};
@@ -52,6 +53,10 @@ pub struct PeerConfig {
     pub next_hop_self: bool,
     /// How the peer table names this peer's kind ("node-to-node mesh", "global", ...).
     pub label: String,
+    /// Applied to routes from the peer after the protocol's import rules.
+    pub import_policy: Policy,
+    /// Applied to routes for the peer after the protocol's export rules.
+    pub export_policy: Policy,
 }
 
 impl PeerConfig {
@@ -67,6 +72,8 @@ impl PeerConfig {
             route_reflector_client: false,
             next_hop_self: false,
             label: String::new(),
+            import_policy: Policy::default(),
+            export_policy: Policy::default(),
         }
     }
 }
@@ -447,17 +454,33 @@ where
         if let Some(entry) = self.peers.get_mut(&id) {
             entry.received += announced.len();
         }
-        let accepted = if treat_as_withdraw || announced.is_empty() {
+        let imported = if treat_as_withdraw || announced.is_empty() {
             None
         } else {
             match import(attributes, &view, &self.local()) {
-                Ok(attributes) => Some(self.store.intern(attributes)),
+                Ok(attributes) => Some(attributes),
                 Err(rejection) => {
                     debug!(%rejection, count = announced.len(), "routes refused");
                     None
                 }
             }
         };
+        let policy = self
+            .peers
+            .get(&id)
+            .map(|entry| entry.config.import_policy.clone())
+            .unwrap_or_default();
+        // A policy that does not look at prefixes is applied once for the whole UPDATE.
+        let once: Option<Option<AttributeId>> = match (&imported, announced.first()) {
+            (Some(attributes), Some(first)) if !policy.depends_on_prefix() => Some(
+                policy
+                    .apply(&IpNet::V4(*first), attributes)
+                    .map(|a| self.store.intern(a)),
+            ),
+            (None, _) => Some(None),
+            _ => None,
+        };
+        let mut interned: HashMap<PathAttributes, AttributeId> = HashMap::new();
         let mut changes = Vec::new();
         for prefix in withdrawn {
             if let Some(change) = self
@@ -468,6 +491,14 @@ where
             }
         }
         for prefix in announced {
+            let accepted = match (once, &imported) {
+                (Some(accepted), _) => accepted,
+                (None, Some(attributes)) => policy.apply(&IpNet::V4(prefix), attributes).map(|a| {
+                    let store = &mut self.store;
+                    *interned.entry(a.clone()).or_insert_with(|| store.intern(a))
+                }),
+                (None, None) => None,
+            };
             let change = match accepted {
                 Some(attributes) => self.table.announce(
                     prefix,
@@ -478,7 +509,7 @@ where
                     &mut self.store,
                     &self.infos,
                 ),
-                // RFC 7606 treat-as-withdraw, or refused by import: as withdrawn.
+                // RFC 7606 treat-as-withdraw, or refused by import rules or policy.
                 None => self
                     .table
                     .withdraw(prefix, id, &mut self.store, &self.infos),
@@ -526,17 +557,33 @@ where
     async fn send_changes(&mut self, to: PeerId, changes: &[(Ipv4Net, BestChange)]) {
         let local = self.local();
         let Some(to_view) = self.view(to) else { return };
+        let Some(policy) = self
+            .peers
+            .get(&to)
+            .map(|entry| entry.config.export_policy.clone())
+        else {
+            return;
+        };
+        let per_prefix = policy.depends_on_prefix();
         // Export depends only on the source path's peer and attributes: computed once per
-        // distinct pair, not per prefix.
-        let mut exported: HashMap<(PeerId, AttributeId), Option<usize>> = HashMap::new();
+        // distinct pair, not per prefix (and the policy too, unless it looks at prefixes).
+        let mut exported: HashMap<(PeerId, AttributeId), Option<PathAttributes>> = HashMap::new();
+        let mut grouped: HashMap<(PeerId, AttributeId), Option<usize>> = HashMap::new();
         let mut groups: Vec<(PathAttributes, Vec<Ipv4Net>)> = Vec::new();
         let mut group_of: HashMap<PathAttributes, usize> = HashMap::new();
+        let mut group_for =
+            |out: PathAttributes, groups: &mut Vec<(PathAttributes, Vec<Ipv4Net>)>| {
+                *group_of.entry(out.clone()).or_insert_with(|| {
+                    groups.push((out, Vec::new()));
+                    groups.len() - 1
+                })
+            };
         let mut withdrawals = Vec::new();
         for (prefix, change) in changes {
             let group = match change {
-                BestChange::Best(path) => *exported
-                    .entry((path.peer, path.attributes))
-                    .or_insert_with(|| {
+                BestChange::Best(path) => {
+                    let key = (path.peer, path.attributes);
+                    let export_of = |path: &Path| {
                         let attributes = self.store.get(path.attributes)?;
                         let source = if path.peer == PeerId::LOCAL {
                             Source::Local
@@ -546,12 +593,24 @@ where
                                 peer: path.peer,
                             }
                         };
-                        let out = export(attributes, &source, &to_view, to, &local)?;
-                        Some(*group_of.entry(out.clone()).or_insert_with(|| {
-                            groups.push((out, Vec::new()));
-                            groups.len() - 1
-                        }))
-                    }),
+                        export(attributes, &source, &to_view, to, &local)
+                    };
+                    let prefix = IpNet::V4(*prefix);
+                    if per_prefix {
+                        let out = exported.entry(key).or_insert_with(|| export_of(path));
+                        out.as_ref()
+                            .and_then(|out| policy.apply(&prefix, out))
+                            .map(|out| group_for(out, &mut groups))
+                    } else if let Some(group) = grouped.get(&key) {
+                        *group
+                    } else {
+                        let group = export_of(path)
+                            .and_then(|out| policy.apply(&prefix, &out))
+                            .map(|out| group_for(out, &mut groups));
+                        grouped.insert(key, group);
+                        group
+                    }
+                }
                 BestChange::Unreachable => None,
             };
             let Some(entry) = self.peers.get_mut(&to) else {
@@ -851,5 +910,76 @@ mod tests {
         assert_eq!(attributes.next_hop, Some(Ipv4Addr::new(192, 0, 2, 1)));
         assert_eq!(attributes.local_pref, Some(crate::rib::DEFAULT_LOCAL_PREF));
         assert!(asns(&attributes).is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn import_and_export_policies_filter_and_change_routes() {
+        use crate::packet::Community;
+        use crate::policy::{Change, Conditions, PrefixMatch, Rule, Verdict};
+        let (mut a, mut b) = (node(1, 64512, None), node(2, 64513, None));
+        let refused = block("203.0.113.0/24");
+        // A sends B everything but 203.0.113.0/24, tagged 64512:9; B raises LOCAL_PREF.
+        let tag = Community((64512 << 16) | 9);
+        let export = Policy {
+            rules: vec![
+                Rule {
+                    conditions: Conditions {
+                        prefixes: vec![PrefixMatch::exact(IpNet::V4(refused))],
+                        ..Conditions::default()
+                    },
+                    verdict: Verdict::Reject,
+                },
+                Rule {
+                    conditions: Conditions::default(),
+                    verdict: Verdict::Accept(vec![Change::AddCommunity(tag)]),
+                },
+            ],
+            default_accept: false,
+        };
+        let import = Policy {
+            rules: vec![Rule {
+                conditions: Conditions {
+                    communities: vec![tag],
+                    ..Conditions::default()
+                },
+                verdict: Verdict::Accept(vec![Change::LocalPref(200)]),
+            }],
+            default_accept: false,
+        };
+        link(&a, &b, move |config, dialing| {
+            if dialing {
+                config.export_policy = export.clone();
+            } else {
+                config.import_policy = import.clone();
+            }
+        })
+        .await;
+        for prefix in [refused, block("198.51.100.0/24")] {
+            command(
+                &a,
+                SpeakerCommand::Originate {
+                    prefix,
+                    attributes: PathAttributes::default(),
+                },
+            )
+            .await;
+            next_route(&mut a).await;
+        }
+        let RouteChange::Best {
+            prefix, attributes, ..
+        } = next_route(&mut b).await
+        else {
+            panic!("not a route")
+        };
+        assert_eq!(prefix, block("198.51.100.0/24"));
+        assert_eq!(attributes.communities, vec![tag]);
+        assert_eq!(attributes.local_pref, Some(200));
+        let (reply, answer) = oneshot::channel();
+        command(&b, SpeakerCommand::Routes(reply)).await;
+        let routes = answer.await.expect("the speaker answers");
+        assert_eq!(
+            routes.iter().map(|r| r.prefix).collect::<Vec<_>>(),
+            vec![block("198.51.100.0/24")]
+        );
     }
 }
