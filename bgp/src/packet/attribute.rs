@@ -191,6 +191,23 @@ pub struct PathAttributes {
     /// Empty means absent (RFC 7606 - Section 7.10).
     pub cluster_list: Vec<Ipv4Addr>,
     pub unknown: Vec<RawAttribute>,
+    /// Not a wire attribute: the next hop of a route carried in MP_REACH_NLRI, kept with
+    /// its attributes in the RIB so that one interned value says where the route goes.
+    /// The decoder leaves it empty (the next hop is in [`MpReach`]) and the encoder
+    /// ignores it.
+    pub mp_next_hop: Option<NextHop>,
+}
+
+impl PathAttributes {
+    /// Where the route goes: the MP_REACH_NLRI next hop's global address when there is
+    /// one, else NEXT_HOP.
+    pub fn route_next_hop(&self) -> Option<std::net::IpAddr> {
+        match self.mp_next_hop {
+            Some(NextHop::V6 { global, .. }) => Some(global.into()),
+            Some(NextHop::V4(address)) => Some(address.into()),
+            None => self.next_hop.map(Into::into),
+        }
+    }
 }
 
 /// What [`decode_attributes`] found besides the path attributes themselves.

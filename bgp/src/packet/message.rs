@@ -3,12 +3,12 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 
 use super::Negotiated;
 use super::attribute::{
-    MpReach, PathAttributes, Prefixes, decode_attributes, decode_ipv4_prefixes, encode_attributes,
-    encode_ipv4_prefix,
+    MpReach, NextHop, PathAttributes, Prefixes, decode_attributes, decode_ipv4_prefixes,
+    encode_attributes, encode_ipv4_prefix,
 };
 use super::capability::{Capability, Family, decode_capabilities};
 use super::consts::{
@@ -311,6 +311,56 @@ impl Update {
             }
             let length = (out.len() - start) as u16;
             out[start + 16..start + 18].copy_from_slice(&length.to_be_bytes());
+            remaining = &remaining[taken..];
+            messages += 1;
+        }
+        Ok(messages)
+    }
+}
+
+impl Update {
+    /// Appends as few UPDATEs as carry `prefixes` with `attributes` in MP_REACH_NLRI with
+    /// `next_hop` (RFC 4760 - Section 3); returns how many messages were written.
+    pub fn encode_ipv6_packed(
+        attributes: &PathAttributes,
+        next_hop: NextHop,
+        prefixes: &[Ipv6Net],
+        negotiated: &Negotiated,
+        out: &mut Vec<u8>,
+    ) -> Result<usize, EncodeError> {
+        let mut encoded_attributes = Vec::new();
+        encode_attributes(attributes, None, None, negotiated, &mut encoded_attributes)?;
+        // Header, two length fields, the other attributes, and MP_REACH_NLRI's own
+        // header (4, with the extended length), AFI, SAFI, next hop length, next hop (at
+        // most 32) and the reserved octet.
+        let fixed = HEADER_LEN + 4 + encoded_attributes.len() + 4 + 3 + 1 + 32 + 1;
+        let budget = MAX_MESSAGE_LEN
+            .checked_sub(fixed)
+            .filter(|&b| b >= 17)
+            .ok_or(EncodeError::MessageTooLong {
+                length: fixed + 17,
+                max: MAX_MESSAGE_LEN,
+            })?;
+        let mut messages = 0;
+        let mut remaining = prefixes;
+        while !remaining.is_empty() {
+            let mut used = 0;
+            let taken = remaining
+                .iter()
+                .take_while(|prefix| {
+                    used += 1 + usize::from(prefix.prefix_len()).div_ceil(8);
+                    used <= budget
+                })
+                .count();
+            let update = Update {
+                attributes: attributes.clone(),
+                mp_reach: Some(MpReach {
+                    next_hop,
+                    nlri: Prefixes::V6(remaining[..taken].to_vec()),
+                }),
+                ..Update::default()
+            };
+            Message::Update(update).encode(negotiated, out)?;
             remaining = &remaining[taken..];
             messages += 1;
         }

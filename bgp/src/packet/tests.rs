@@ -169,6 +169,7 @@ fn path_attributes(four_octet_as: bool) -> impl Strategy<Value = PathAttributes>
                 originator_id,
                 cluster_list,
                 unknown,
+                mp_next_hop: None,
             },
         )
 }
@@ -424,6 +425,40 @@ proptest! {
             messages += 1;
         }
         prop_assert!(rest.is_empty());
+        prop_assert_eq!(messages, count);
+        prop_assert_eq!(seen, prefixes);
+    }
+}
+
+proptest! {
+    /// The IPv6 packer's messages decode to its prefixes, in order, in MP_REACH_NLRI.
+    #[test]
+    fn packed_ipv6_updates_carry_every_prefix(
+        attributes in path_attributes(true),
+        next_hop in next_hop_v6(),
+        prefixes in proptest::collection::vec(ipv6_prefix(), 0..1500),
+    ) {
+        let mut wire = Vec::new();
+        let count = Update::encode_ipv6_packed(&attributes, next_hop, &prefixes, &FOUR_OCTET, &mut wire)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let mut rest = &wire[..];
+        let mut seen = Vec::new();
+        let mut messages = 0;
+        while let Some(length) = message_length(rest).map_err(|e| TestCaseError::fail(e.to_string()))? {
+            let decoded = Message::decode(&rest[..length], &FOUR_OCTET)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let Message::Update(update) = decoded.message else {
+                return Err(TestCaseError::fail("not an UPDATE"));
+            };
+            prop_assert_eq!(&update.attributes, &attributes);
+            let Some(MpReach { next_hop: carried, nlri: Prefixes::V6(carried_prefixes) }) = update.mp_reach else {
+                return Err(TestCaseError::fail("no IPv6 MP_REACH_NLRI"));
+            };
+            prop_assert_eq!(carried, next_hop);
+            seen.extend(carried_prefixes);
+            rest = &rest[length..];
+            messages += 1;
+        }
         prop_assert_eq!(messages, count);
         prop_assert_eq!(seen, prefixes);
     }
