@@ -6,7 +6,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::UNIX_EPOCH;
 
-use ipnet::Ipv4Net;
+use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::net::{BGP_PORT, MD5_MAX_KEY_LEN};
@@ -69,7 +69,7 @@ pub struct PeerSettings {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Origination {
-    pub prefix: Ipv4Net,
+    pub prefix: IpNet,
     /// Standard communities as `asn:value`.
     #[serde(default)]
     pub communities: Vec<String>,
@@ -111,7 +111,7 @@ pub enum ConfigError {
     #[error("peer {0}: password longer than {MD5_MAX_KEY_LEN} octets")]
     Password(IpAddr),
     #[error("originate {prefix}: community {value:?} is not asn:value with two 16-bit numbers")]
-    Community { prefix: Ipv4Net, value: String },
+    Community { prefix: IpNet, value: String },
 }
 
 impl DaemonConfig {
@@ -254,8 +254,8 @@ impl From<&PeerStatus> for PeerRow {
 /// One row of `show rib`: a prefix's best route.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteRow {
-    pub prefix: Ipv4Net,
-    pub next_hop: Option<Ipv4Addr>,
+    pub prefix: IpNet,
+    pub next_hop: Option<IpAddr>,
     pub as_path: String,
     pub origin: String,
     pub local_pref: Option<u32>,
@@ -286,7 +286,7 @@ impl From<&BestRoute> for RouteRow {
             .join(" ");
         RouteRow {
             prefix: route.prefix,
-            next_hop: attributes.next_hop,
+            next_hop: attributes.route_next_hop(),
             as_path,
             origin: match attributes.origin {
                 Some(Origin::Igp) => "igp",
@@ -417,6 +417,7 @@ peers:
 originate:
   - prefix: 198.51.100.0/24
     communities: ["64512:100"]
+  - prefix: 2001:db8:100::/48
 "#;
 
     #[test]

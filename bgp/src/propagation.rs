@@ -8,7 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
-use crate::packet::{AsSegment, PathAttributes, SegmentKind};
+use crate::packet::{AsSegment, Family, NextHop, PathAttributes, SegmentKind};
 use crate::rib::DEFAULT_LOCAL_PREF;
 
 /// This speaker, as the rules need it.
@@ -128,12 +128,17 @@ pub enum Source {
 
 /// What `to` is sent for a best path with `attributes` from `source`, or `None` when the
 /// rules say it is not sent at all.
+///
+/// `family` is the route's: the next hop this speaker announces as itself is the session's
+/// local address, which must be of the same family (a route of the other family is not
+/// sent where this speaker would have to be its next hop).
 pub fn export(
     attributes: &PathAttributes,
     source: &Source,
     to: &SessionView,
     to_peer: crate::rib::PeerId,
     local: &LocalSpeaker,
+    family: Family,
 ) -> Option<PathAttributes> {
     let to_internal = to.is_internal(local);
     let mut out = attributes.clone();
@@ -171,14 +176,18 @@ pub fn export(
         out.local_pref.get_or_insert(DEFAULT_LOCAL_PREF);
         // RFC 4271 - Section 5.1.3: the next hop is left alone on iBGP unless the route
         // is ours or next-hop-self is configured.
-        if locally_originated || to.next_hop_self {
-            set_next_hop(&mut out, to.local_address);
+        if (locally_originated || to.next_hop_self)
+            && !set_next_hop(&mut out, to.local_address, family)
+        {
+            return None;
         }
     } else {
         // RFC 4271 - Section 5.1.2: prepend our AS toward an external peer.
         prepend(&mut out, local.asn);
         // RFC 4271 - Section 5.1.3: toward an external peer the next hop is ourselves.
-        set_next_hop(&mut out, to.local_address);
+        if !set_next_hop(&mut out, to.local_address, family) {
+            return None;
+        }
         // RFC 4271 - Section 5.1.5: no LOCAL_PREF to external peers; Section 5.1.4: a
         // MED learned from another AS does not travel to a third.
         out.local_pref = None;
@@ -191,11 +200,22 @@ pub fn export(
     Some(out)
 }
 
-fn set_next_hop(attributes: &mut PathAttributes, address: IpAddr) {
-    // An IPv6 session address is the MP_REACH next hop, which the encoder takes from the
-    // session: only an IPv4 address goes into NEXT_HOP.
-    if let IpAddr::V4(address) = address {
-        attributes.next_hop = Some(address);
+/// Makes `address` the route's next hop: NEXT_HOP for IPv4, the MP_REACH_NLRI next hop
+/// for IPv6. `false` when the address is not of the route's family.
+fn set_next_hop(attributes: &mut PathAttributes, address: IpAddr, family: Family) -> bool {
+    match (family, address) {
+        (Family::IPV4_UNICAST, IpAddr::V4(address)) => {
+            attributes.next_hop = Some(address);
+            true
+        }
+        (Family::IPV6_UNICAST, IpAddr::V6(global)) => {
+            attributes.mp_next_hop = Some(NextHop::V6 {
+                global,
+                link_local: None,
+            });
+            true
+        }
+        _ => false,
     }
 }
 
@@ -357,6 +377,7 @@ mod tests {
             &session(64513, 2),
             PeerId(2),
             &LOCAL,
+            Family::IPV4_UNICAST,
         )
         .expect("sent");
         assert_eq!(
@@ -370,8 +391,15 @@ mod tests {
             multi_exit_disc: Some(5),
             ..route(&[])
         };
-        let out =
-            export(&own, &Source::Local, &session(64513, 2), PeerId(2), &LOCAL).expect("sent");
+        let out = export(
+            &own,
+            &Source::Local,
+            &session(64513, 2),
+            PeerId(2),
+            &LOCAL,
+            Family::IPV4_UNICAST,
+        )
+        .expect("sent");
         assert_eq!(out.multi_exit_disc, Some(5));
         assert_eq!(
             out.as_path.map(|p| p.segments),
@@ -396,6 +424,7 @@ mod tests {
             &session(64513, 2),
             PeerId(2),
             &LOCAL,
+            Family::IPV4_UNICAST,
         )
         .expect("sent");
         assert_eq!(out.as_path.map(|p| p.segments.len()), Some(2));
@@ -410,6 +439,7 @@ mod tests {
             &session(64512, 3),
             PeerId(3),
             &LOCAL,
+            Family::IPV4_UNICAST,
         )
         .expect("sent");
         assert_eq!(out.local_pref, Some(DEFAULT_LOCAL_PREF));
@@ -425,6 +455,7 @@ mod tests {
             &self_next_hop,
             PeerId(3),
             &LOCAL,
+            Family::IPV4_UNICAST,
         )
         .expect("sent");
         assert_eq!(out.next_hop, Some(Ipv4Addr::new(192, 0, 2, 1)));
@@ -435,6 +466,7 @@ mod tests {
             &session(64512, 3),
             PeerId(3),
             &LOCAL,
+            Family::IPV4_UNICAST,
         )
         .expect("sent");
         assert_eq!(out.next_hop, Some(Ipv4Addr::new(192, 0, 2, 1)));
@@ -448,7 +480,8 @@ mod tests {
                 &from(session(64513, 2), 2),
                 &session(64513, 2),
                 PeerId(2),
-                &LOCAL
+                &LOCAL,
+                Family::IPV4_UNICAST
             ),
             None
         );
@@ -458,7 +491,8 @@ mod tests {
                 &from(session(64512, 3), 3),
                 &session(64512, 4),
                 PeerId(4),
-                &LOCAL
+                &LOCAL,
+                Family::IPV4_UNICAST
             ),
             None
         );
@@ -472,6 +506,7 @@ mod tests {
             &session(64512, 4),
             PeerId(4),
             &REFLECTOR,
+            Family::IPV4_UNICAST,
         )
         .expect("client route to a non-client");
         assert_eq!(
@@ -485,7 +520,8 @@ mod tests {
                 &from(client(3), 3),
                 &client(5),
                 PeerId(5),
-                &REFLECTOR
+                &REFLECTOR,
+                Family::IPV4_UNICAST
             )
             .is_some()
         );
@@ -495,7 +531,8 @@ mod tests {
                 &from(session(64512, 4), 4),
                 &client(5),
                 PeerId(5),
-                &REFLECTOR
+                &REFLECTOR,
+                Family::IPV4_UNICAST
             )
             .is_some()
         );
@@ -505,7 +542,8 @@ mod tests {
                 &from(session(64512, 4), 4),
                 &session(64512, 6),
                 PeerId(6),
-                &REFLECTOR
+                &REFLECTOR,
+                Family::IPV4_UNICAST
             ),
             None
         );
@@ -521,6 +559,7 @@ mod tests {
             &client(5),
             PeerId(5),
             &REFLECTOR,
+            Family::IPV4_UNICAST,
         )
         .expect("reflected");
         assert_eq!(out.originator_id, Some(Ipv4Addr::new(203, 0, 113, 9)));

@@ -1,29 +1,30 @@
-//! The speaker task: the single owner of the routes (the [`Table`] and its
-//! [`AttributeStore`]) and of the map of peers. Peer tasks ([`crate::tasks::run_peer`])
-//! send it their events on one channel; the agent (or `tortie-bgpd`) sends it commands and
-//! receives best-route changes.
+//! The speaker task: the single owner of the routes (a [`Table`] per address family and
+//! their [`AttributeStore`]) and of the map of peers. Peer tasks
+//! ([`crate::tasks::run_peer`]) send it their events on one channel; the agent (or
+//! `tortie-bgpd`) sends it commands and receives best-route changes.
 //!
-//! Per received UPDATE: the protocol's import rules ([`crate::propagation::import`]),
-//! attributes interned once, every prefix into the table, and the best-path changes passed
-//! on — to the agent as [`RouteChange`]s, and to every Established peer through the export
-//! rules, grouped by resulting attributes and packed into as few UPDATEs as carry them.
-//!
-//! This first version carries IPv4 unicast; IPv6 (MP_REACH_NLRI) routes are received and
-//! decoded but not yet tabled.
+//! Per received UPDATE: the protocol's import rules ([`crate::propagation::import`]) and
+//! the peer's import policy, attributes interned once, every prefix into its family's
+//! table, and the best-path changes passed on — to the agent as batches of
+//! [`RouteChange`]s, and to every Established peer that negotiated the family through the
+//! export rules and its export policy, grouped by resulting attributes and packed into as
+//! few UPDATEs as carry them. IPv4 and IPv6 unicast; a route's next hop announced as this
+//! speaker is the session's local address, so each family travels on sessions of its own
+//! family (as Calico's BIRD and BIRD6 do), unless next hops are kept (iBGP).
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::SystemTime;
 
-use ipnet::{IpNet, Ipv4Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::neighbor::{SessionConfig, SessionError, SessionParameters, State};
 use crate::packet::{
-    Family, Message, MpReach, Negotiated, NextHop, Origin, PathAttributes, Prefixes, Update,
+    Family, Message, MpReach, Negotiated, Origin, PathAttributes, Prefixes, Update,
 };
 use crate::policy::Policy;
 use crate::propagation::{LocalSpeaker, SessionView, Source, export, import};
@@ -53,6 +54,8 @@ pub struct PeerConfig {
     pub next_hop_self: bool,
     /// How the peer table names this peer's kind ("node-to-node mesh", "global", ...).
     pub label: String,
+    /// Address families to offer; by default the family of the peer's address.
+    pub families: Vec<Family>,
     /// Applied to routes from the peer after the protocol's import rules.
     pub import_policy: Policy,
     /// Applied to routes for the peer after the protocol's export rules.
@@ -72,9 +75,24 @@ impl PeerConfig {
             route_reflector_client: false,
             next_hop_self: false,
             label: String::new(),
+            families: vec![family_of(&address)],
             import_policy: Policy::default(),
             export_policy: Policy::default(),
         }
+    }
+}
+
+fn family_of(address: &IpAddr) -> Family {
+    match address {
+        IpAddr::V4(_) => Family::IPV4_UNICAST,
+        IpAddr::V6(_) => Family::IPV6_UNICAST,
+    }
+}
+
+fn prefix_family(prefix: &IpNet) -> Family {
+    match prefix {
+        IpNet::V4(_) => Family::IPV4_UNICAST,
+        IpNet::V6(_) => Family::IPV6_UNICAST,
     }
 }
 
@@ -91,22 +109,22 @@ pub enum SpeakerCommand<S> {
     /// Announce `prefix` from this speaker. Absent ORIGIN and AS_PATH default to IGP and
     /// empty; the next hop is set per peer on export.
     Originate {
-        prefix: Ipv4Net,
+        prefix: IpNet,
         attributes: PathAttributes,
     },
     StopOriginating {
-        prefix: Ipv4Net,
+        prefix: IpNet,
     },
     /// A snapshot of the peer table.
     Peers(oneshot::Sender<Vec<PeerStatus>>),
-    /// A snapshot of the best routes, sorted by prefix.
+    /// A snapshot of the best routes, IPv4 then IPv6, each sorted by prefix.
     Routes(oneshot::Sender<Vec<BestRoute>>),
 }
 
 /// One prefix's best route, for `show rib`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BestRoute {
-    pub prefix: Ipv4Net,
+    pub prefix: IpNet,
     pub attributes: PathAttributes,
     /// The peer it was learned from; `None` for this speaker's own route.
     pub from: Option<IpAddr>,
@@ -114,19 +132,20 @@ pub struct BestRoute {
     pub paths: usize,
 }
 
-/// A change of best route, for the agent to turn into a kernel route. Changes travel in
-/// batches (one `Vec` per received UPDATE or command), and routes that share attributes
-/// share one copy of them: a full table is a thousand channel sends, not a million.
+/// A change of best route, for the agent to turn into a kernel route
+/// ([`PathAttributes::route_next_hop`] says where it goes). Changes travel in batches (one
+/// `Vec` per received UPDATE or command), and routes that share attributes share one copy
+/// of them: a full table is a thousand channel sends, not a million.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteChange {
     Best {
-        prefix: Ipv4Net,
+        prefix: IpNet,
         attributes: Arc<PathAttributes>,
         /// The peer it was learned from; `None` for this speaker's own route.
         from: Option<IpAddr>,
     },
     Withdrawn {
-        prefix: Ipv4Net,
+        prefix: IpNet,
     },
 }
 
@@ -141,14 +160,16 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// Prefixes announced by the peer since the session came up.
     pub received: usize,
-    /// Prefixes for which the table holds a path from the peer.
+    /// Prefixes for which the tables hold a path from the peer.
     pub accepted: usize,
     /// Prefixes this speaker has announced to the peer.
     pub advertised: usize,
 }
 
-/// How many prefixes one UPDATE withdraws at most: 4096 octets hold 814 /32s.
-const WITHDRAWALS_PER_UPDATE: usize = 800;
+/// How many prefixes one UPDATE withdraws at most: 4096 octets hold 814 IPv4 /32s, or
+/// some 230 IPv6 /128s in MP_UNREACH_NLRI.
+const IPV4_WITHDRAWALS_PER_UPDATE: usize = 800;
+const IPV6_WITHDRAWALS_PER_UPDATE: usize = 200;
 
 struct PeerEntry<S> {
     config: PeerConfig,
@@ -159,7 +180,7 @@ struct PeerEntry<S> {
     session: Option<SessionParameters>,
     received: usize,
     /// Adj-RIB-Out: the prefixes announced to the peer.
-    advertised: HashSet<Ipv4Net>,
+    advertised: HashSet<IpNet>,
 }
 
 /// Runs a speaker until the command channel closes.
@@ -177,7 +198,8 @@ pub async fn run_speaker<S>(
         by_address: HashMap::new(),
         infos: HashMap::new(),
         next_id: 1,
-        table: Table::default(),
+        ipv4: Table::default(),
+        ipv6: Table::default(),
         store: AttributeStore::default(),
         events_tx,
         routes,
@@ -201,7 +223,8 @@ struct Speaker<S> {
     /// What the decision process knows of each Established peer.
     infos: HashMap<PeerId, PeerInfo>,
     next_id: u32,
-    table: Table<Ipv4Net>,
+    ipv4: Table<Ipv4Net>,
+    ipv6: Table<Ipv6Net>,
     store: AttributeStore,
     events_tx: mpsc::Sender<(PeerId, PeerEvent)>,
     routes: mpsc::Sender<Vec<RouteChange>>,
@@ -233,6 +256,66 @@ where
         })
     }
 
+    fn announce(&mut self, prefix: IpNet, path: Path) -> Option<BestChange> {
+        match prefix {
+            IpNet::V4(prefix) => self
+                .ipv4
+                .announce(prefix, path, &mut self.store, &self.infos),
+            IpNet::V6(prefix) => self
+                .ipv6
+                .announce(prefix, path, &mut self.store, &self.infos),
+        }
+    }
+
+    fn withdraw(&mut self, prefix: IpNet, peer: PeerId) -> Option<BestChange> {
+        match prefix {
+            IpNet::V4(prefix) => self
+                .ipv4
+                .withdraw(prefix, peer, &mut self.store, &self.infos),
+            IpNet::V6(prefix) => self
+                .ipv6
+                .withdraw(prefix, peer, &mut self.store, &self.infos),
+        }
+    }
+
+    fn withdraw_peer(&mut self, peer: PeerId) -> Vec<(IpNet, BestChange)> {
+        let mut changes: Vec<(IpNet, BestChange)> = self
+            .ipv4
+            .withdraw_peer(peer, &mut self.store, &self.infos)
+            .into_iter()
+            .map(|(prefix, change)| (IpNet::V4(prefix), change))
+            .collect();
+        changes.extend(
+            self.ipv6
+                .withdraw_peer(peer, &mut self.store, &self.infos)
+                .into_iter()
+                .map(|(prefix, change)| (IpNet::V6(prefix), change)),
+        );
+        changes
+    }
+
+    /// Every best path of `family`.
+    fn best_paths(&self, family: Family) -> Vec<(IpNet, Path)> {
+        if family == Family::IPV4_UNICAST {
+            self.ipv4
+                .prefixes()
+                .filter_map(|p| self.ipv4.best(&p).map(|best| (IpNet::V4(p), best)))
+                .collect()
+        } else {
+            self.ipv6
+                .prefixes()
+                .filter_map(|p| self.ipv6.best(&p).map(|best| (IpNet::V6(p), best)))
+                .collect()
+        }
+    }
+
+    fn paths_count(&self, prefix: &IpNet) -> usize {
+        match prefix {
+            IpNet::V4(prefix) => self.ipv4.paths(prefix).len(),
+            IpNet::V6(prefix) => self.ipv6.paths(prefix).len(),
+        }
+    }
+
     async fn command(&mut self, command: SpeakerCommand<S>) {
         match command {
             SpeakerCommand::AddPeer(config, connector) => self.add_peer(config, connector).await,
@@ -254,20 +337,18 @@ where
                     ..attributes
                 };
                 let id = self.store.intern(attributes);
-                let path = Path {
-                    peer: PeerId::LOCAL,
-                    attributes: id,
-                };
-                let change = self
-                    .table
-                    .announce(prefix, path, &mut self.store, &self.infos);
+                let change = self.announce(
+                    prefix,
+                    Path {
+                        peer: PeerId::LOCAL,
+                        attributes: id,
+                    },
+                );
                 self.propagate(change.map(|c| (prefix, c)).into_iter().collect())
                     .await;
             }
             SpeakerCommand::StopOriginating { prefix } => {
-                let change =
-                    self.table
-                        .withdraw(prefix, PeerId::LOCAL, &mut self.store, &self.infos);
+                let change = self.withdraw(prefix, PeerId::LOCAL);
                 self.propagate(change.map(|c| (prefix, c)).into_iter().collect())
                     .await;
             }
@@ -275,20 +356,19 @@ where
                 let _ = reply.send(self.snapshot());
             }
             SpeakerCommand::Routes(reply) => {
-                let mut routes: Vec<BestRoute> = self
-                    .table
-                    .prefixes()
-                    .filter_map(|prefix| {
-                        let best = self.table.best(&prefix)?;
+                let mut routes = Vec::new();
+                for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+                    let mut best = self.best_paths(family);
+                    best.sort_by_key(|(prefix, _)| *prefix);
+                    routes.extend(best.into_iter().filter_map(|(prefix, path)| {
                         Some(BestRoute {
                             prefix,
-                            attributes: self.store.get(best.attributes)?.clone(),
-                            from: self.peers.get(&best.peer).map(|entry| entry.config.address),
-                            paths: self.table.paths(&prefix).len(),
+                            attributes: self.store.get(path.attributes)?.clone(),
+                            from: self.peers.get(&path.peer).map(|entry| entry.config.address),
+                            paths: self.paths_count(&prefix),
                         })
-                    })
-                    .collect();
-                routes.sort_by_key(|route| route.prefix);
+                    }));
+                }
                 let _ = reply.send(routes);
             }
         }
@@ -303,6 +383,7 @@ where
             hold_time: config.hold_time,
             keepalive_time: config.keepalive_time,
             passive: config.passive,
+            families: config.families.clone(),
             ..SessionConfig::new(self.config.asn, config.asn, self.config.router_id)
         };
         let id = PeerId(self.next_id);
@@ -337,7 +418,7 @@ where
             let _ = entry.commands.send(PeerCommand::Stop).await;
         }
         self.infos.remove(&id);
-        let changes = self.table.withdraw_peer(id, &mut self.store, &self.infos);
+        let changes = self.withdraw_peer(id);
         self.propagate(changes).await;
     }
 
@@ -361,7 +442,7 @@ where
                     entry.session = None;
                     entry.advertised.clear();
                 }
-                let changes = self.table.withdraw_peer(id, &mut self.store, &self.infos);
+                let changes = self.withdraw_peer(id);
                 self.propagate(changes).await;
             }
             PeerEvent::Update(decoded) => {
@@ -373,12 +454,8 @@ where
                     self.update(id, update, treat_as_withdraw).await;
                 }
             }
-            // Answered by sending the whole table again.
-            PeerEvent::RouteRefresh(family) => {
-                if family == Family::IPV4_UNICAST {
-                    self.send_table(id).await;
-                }
-            }
+            // Answered by sending the family's whole table again.
+            PeerEvent::RouteRefresh(family) => self.send_table(id, family).await,
         }
     }
 
@@ -395,29 +472,36 @@ where
                 internal: entry.config.asn == self.config.asn,
             },
         );
+        let families = parameters.families.clone();
         entry.session = Some(parameters);
         entry.received = 0;
         entry.advertised.clear();
-        self.send_table(id).await;
+        for family in families {
+            self.send_table(id, family).await;
+        }
     }
 
-    /// Sends `id` every best route, then End-of-RIB (RFC 4724 - Section 2).
-    async fn send_table(&mut self, id: PeerId) {
-        let best: Vec<(Ipv4Net, BestChange)> = self
-            .table
-            .prefixes()
-            .filter_map(|prefix| {
-                self.table
-                    .best(&prefix)
-                    .map(|path| (prefix, BestChange::Best(path)))
-            })
+    /// Sends `id` every best route of `family`, then its End-of-RIB (RFC 4724 - Section 2).
+    async fn send_table(&mut self, id: PeerId, family: Family) {
+        let negotiated = self
+            .peers
+            .get(&id)
+            .and_then(|entry| entry.session.as_ref())
+            .is_some_and(|s| s.families.contains(&family));
+        if !negotiated {
+            return;
+        }
+        let best: Vec<(IpNet, BestChange)> = self
+            .best_paths(family)
+            .into_iter()
+            .map(|(prefix, path)| (prefix, BestChange::Best(path)))
             .collect();
         self.send_changes(id, &best).await;
         let Some(entry) = self.peers.get(&id) else {
             return;
         };
         let mut bytes = Vec::new();
-        if Message::Update(Update::end_of_rib(Family::IPV4_UNICAST))
+        if Message::Update(Update::end_of_rib(family))
             .encode(&Negotiated::default(), &mut bytes)
             .is_ok()
         {
@@ -426,103 +510,103 @@ where
     }
 
     async fn update(&mut self, id: PeerId, update: Update, treat_as_withdraw: bool) {
-        let mut withdrawn = update.withdrawn;
-        if let Some(Prefixes::V4(prefixes)) = update.mp_unreach {
-            withdrawn.extend(prefixes);
-        }
-        let mut announced = update.nlri;
-        let mut attributes = update.attributes;
-        match update.mp_reach {
-            Some(MpReach {
-                next_hop,
-                nlri: Prefixes::V4(prefixes),
-            }) => {
-                announced.extend(prefixes);
-                if let NextHop::V4(address) = next_hop {
-                    attributes.next_hop = Some(address);
-                }
-            }
-            Some(MpReach {
-                nlri: Prefixes::V6(prefixes),
-                ..
-            }) => {
-                debug!(count = prefixes.len(), "IPv6 routes not tabled yet");
-            }
+        let mut withdrawn: Vec<IpNet> = update.withdrawn.into_iter().map(IpNet::V4).collect();
+        match update.mp_unreach {
+            Some(Prefixes::V4(prefixes)) => withdrawn.extend(prefixes.into_iter().map(IpNet::V4)),
+            Some(Prefixes::V6(prefixes)) => withdrawn.extend(prefixes.into_iter().map(IpNet::V6)),
             None => {}
         }
-        let Some(view) = self.view(id) else { return };
-        if let Some(entry) = self.peers.get_mut(&id) {
-            entry.received += announced.len();
+        // An UPDATE carries IPv4 NLRI, or MP_REACH_NLRI, or (rarely) both: each set of
+        // prefixes goes in with its own next hop.
+        let mut sets: Vec<(Vec<IpNet>, PathAttributes)> = Vec::new();
+        if !update.nlri.is_empty() {
+            let attributes = PathAttributes {
+                mp_next_hop: None,
+                ..update.attributes.clone()
+            };
+            sets.push((update.nlri.into_iter().map(IpNet::V4).collect(), attributes));
         }
-        let imported = if treat_as_withdraw || announced.is_empty() {
-            None
-        } else {
-            match import(attributes, &view, &self.local()) {
-                Ok(attributes) => Some(attributes),
-                Err(rejection) => {
-                    debug!(%rejection, count = announced.len(), "routes refused");
-                    None
-                }
-            }
-        };
-        let policy = self
+        if let Some(MpReach { next_hop, nlri }) = update.mp_reach {
+            let prefixes: Vec<IpNet> = match nlri {
+                Prefixes::V4(prefixes) => prefixes.into_iter().map(IpNet::V4).collect(),
+                Prefixes::V6(prefixes) => prefixes.into_iter().map(IpNet::V6).collect(),
+            };
+            // NEXT_HOP means nothing for routes in MP_REACH_NLRI (RFC 4760 - Section 3).
+            let attributes = PathAttributes {
+                mp_next_hop: Some(next_hop),
+                next_hop: None,
+                ..update.attributes
+            };
+            sets.push((prefixes, attributes));
+        }
+        let Some(view) = self.view(id) else { return };
+        let Some(policy) = self
             .peers
             .get(&id)
             .map(|entry| entry.config.import_policy.clone())
-            .unwrap_or_default();
-        // A policy that does not look at prefixes is applied once for the whole UPDATE.
-        let once: Option<Option<AttributeId>> = match (&imported, announced.first()) {
-            (Some(attributes), Some(first)) if !policy.depends_on_prefix() => Some(
-                policy
-                    .apply(&IpNet::V4(*first), attributes)
-                    .map(|a| self.store.intern(a)),
-            ),
-            (None, _) => Some(None),
-            _ => None,
+        else {
+            return;
         };
-        let mut interned: HashMap<PathAttributes, AttributeId> = HashMap::new();
         let mut changes = Vec::new();
         for prefix in withdrawn {
-            if let Some(change) = self
-                .table
-                .withdraw(prefix, id, &mut self.store, &self.infos)
-            {
+            if let Some(change) = self.withdraw(prefix, id) {
                 changes.push((prefix, change));
             }
         }
-        for prefix in announced {
-            let accepted = match (once, &imported) {
-                (Some(accepted), _) => accepted,
-                (None, Some(attributes)) => policy.apply(&IpNet::V4(prefix), attributes).map(|a| {
-                    let store = &mut self.store;
-                    *interned.entry(a.clone()).or_insert_with(|| store.intern(a))
-                }),
-                (None, None) => None,
+        for (announced, attributes) in sets {
+            if let Some(entry) = self.peers.get_mut(&id) {
+                entry.received += announced.len();
+            }
+            let imported = if treat_as_withdraw {
+                None
+            } else {
+                import(attributes, &view, &self.local())
+                    .map_err(
+                        |rejection| debug!(%rejection, count = announced.len(), "routes refused"),
+                    )
+                    .ok()
             };
-            let change = match accepted {
-                Some(attributes) => self.table.announce(
-                    prefix,
-                    Path {
-                        peer: id,
-                        attributes,
-                    },
-                    &mut self.store,
-                    &self.infos,
+            // A policy that does not look at prefixes is applied once for the whole set.
+            let once: Option<Option<AttributeId>> = match (&imported, announced.first()) {
+                (Some(attributes), Some(first)) if !policy.depends_on_prefix() => Some(
+                    policy
+                        .apply(first, attributes)
+                        .map(|a| self.store.intern(a)),
                 ),
-                // RFC 7606 treat-as-withdraw, or refused by import rules or policy.
-                None => self
-                    .table
-                    .withdraw(prefix, id, &mut self.store, &self.infos),
+                (None, _) => Some(None),
+                _ => None,
             };
-            if let Some(change) = change {
-                changes.push((prefix, change));
+            let mut interned: HashMap<PathAttributes, AttributeId> = HashMap::new();
+            for prefix in announced {
+                let accepted = match (once, &imported) {
+                    (Some(accepted), _) => accepted,
+                    (None, Some(attributes)) => policy.apply(&prefix, attributes).map(|a| {
+                        let store = &mut self.store;
+                        *interned.entry(a.clone()).or_insert_with(|| store.intern(a))
+                    }),
+                    (None, None) => None,
+                };
+                let change = match accepted {
+                    Some(attributes) => self.announce(
+                        prefix,
+                        Path {
+                            peer: id,
+                            attributes,
+                        },
+                    ),
+                    // RFC 7606 treat-as-withdraw, or refused by import rules or policy.
+                    None => self.withdraw(prefix, id),
+                };
+                if let Some(change) = change {
+                    changes.push((prefix, change));
+                }
             }
         }
         self.propagate(changes).await;
     }
 
     /// Passes best-path changes to the agent and to every Established peer.
-    async fn propagate(&mut self, changes: Vec<(Ipv4Net, BestChange)>) {
+    async fn propagate(&mut self, changes: Vec<(IpNet, BestChange)>) {
         if changes.is_empty() {
             return;
         }
@@ -553,36 +637,47 @@ where
     }
 
     /// Sends `to` what the changes mean for it: announcements grouped by the attributes
-    /// export gives them, and withdrawals of what it was sent before.
-    async fn send_changes(&mut self, to: PeerId, changes: &[(Ipv4Net, BestChange)]) {
+    /// export and policy give them, and withdrawals of what it was sent before. Families
+    /// the session did not negotiate are left out.
+    async fn send_changes(&mut self, to: PeerId, changes: &[(IpNet, BestChange)]) {
         let local = self.local();
         let Some(to_view) = self.view(to) else { return };
-        let Some(policy) = self
-            .peers
-            .get(&to)
-            .map(|entry| entry.config.export_policy.clone())
-        else {
+        let Some(entry) = self.peers.get(&to) else {
             return;
         };
+        let policy = entry.config.export_policy.clone();
+        let families = entry
+            .session
+            .as_ref()
+            .map(|s| s.families.clone())
+            .unwrap_or_default();
         let per_prefix = policy.depends_on_prefix();
-        // Export depends only on the source path's peer and attributes: computed once per
-        // distinct pair, not per prefix (and the policy too, unless it looks at prefixes).
-        let mut exported: HashMap<(PeerId, AttributeId), Option<PathAttributes>> = HashMap::new();
-        let mut grouped: HashMap<(PeerId, AttributeId), Option<usize>> = HashMap::new();
-        let mut groups: Vec<(PathAttributes, Vec<Ipv4Net>)> = Vec::new();
-        let mut group_of: HashMap<PathAttributes, usize> = HashMap::new();
+        // Export depends only on the family and the source path's peer and attributes:
+        // computed once per distinct triple, not per prefix (and the policy too, unless it
+        // looks at prefixes).
+        type Key = (Family, PeerId, AttributeId);
+        let mut exported: HashMap<Key, Option<PathAttributes>> = HashMap::new();
+        let mut grouped: HashMap<Key, Option<usize>> = HashMap::new();
+        let mut groups: Vec<(PathAttributes, Vec<IpNet>)> = Vec::new();
+        let mut group_of: HashMap<(Family, PathAttributes), usize> = HashMap::new();
         let mut group_for =
-            |out: PathAttributes, groups: &mut Vec<(PathAttributes, Vec<Ipv4Net>)>| {
-                *group_of.entry(out.clone()).or_insert_with(|| {
+            |family: Family,
+             out: PathAttributes,
+             groups: &mut Vec<(PathAttributes, Vec<IpNet>)>| {
+                *group_of.entry((family, out.clone())).or_insert_with(|| {
                     groups.push((out, Vec::new()));
                     groups.len() - 1
                 })
             };
-        let mut withdrawals = Vec::new();
+        let mut withdrawals: Vec<IpNet> = Vec::new();
         for (prefix, change) in changes {
+            let family = prefix_family(prefix);
+            if !families.contains(&family) {
+                continue;
+            }
             let group = match change {
                 BestChange::Best(path) => {
-                    let key = (path.peer, path.attributes);
+                    let key = (family, path.peer, path.attributes);
                     let export_of = |path: &Path| {
                         let attributes = self.store.get(path.attributes)?;
                         let source = if path.peer == PeerId::LOCAL {
@@ -593,20 +688,19 @@ where
                                 peer: path.peer,
                             }
                         };
-                        export(attributes, &source, &to_view, to, &local)
+                        export(attributes, &source, &to_view, to, &local, family)
                     };
-                    let prefix = IpNet::V4(*prefix);
                     if per_prefix {
                         let out = exported.entry(key).or_insert_with(|| export_of(path));
                         out.as_ref()
-                            .and_then(|out| policy.apply(&prefix, out))
-                            .map(|out| group_for(out, &mut groups))
+                            .and_then(|out| policy.apply(prefix, out))
+                            .map(|out| group_for(family, out, &mut groups))
                     } else if let Some(group) = grouped.get(&key) {
                         *group
                     } else {
                         let group = export_of(path)
-                            .and_then(|out| policy.apply(&prefix, &out))
-                            .map(|out| group_for(out, &mut groups));
+                            .and_then(|out| policy.apply(prefix, &out))
+                            .map(|out| group_for(family, out, &mut groups));
                         grouped.insert(key, group);
                         group
                     }
@@ -635,23 +729,7 @@ where
             .session
             .as_ref()
             .map_or_else(Negotiated::default, |s| s.negotiated);
-        let mut bytes = Vec::new();
-        for chunk in withdrawals.chunks(WITHDRAWALS_PER_UPDATE) {
-            let update = Update {
-                withdrawn: chunk.to_vec(),
-                ..Update::default()
-            };
-            if let Err(error) = Message::Update(update).encode(&negotiated, &mut bytes) {
-                warn!(%error, "withdrawal not sent");
-            }
-        }
-        for (attributes, prefixes) in &groups {
-            if let Err(error) =
-                Update::encode_ipv4_packed(attributes, prefixes, &negotiated, &mut bytes)
-            {
-                warn!(%error, "announcement not sent");
-            }
-        }
+        let bytes = encode_changes(&withdrawals, &groups, &negotiated);
         if !bytes.is_empty() {
             let _ = entry.commands.send(PeerCommand::SendUpdates(bytes)).await;
         }
@@ -669,13 +747,80 @@ where
                 since: entry.since,
                 last_error: entry.last_error.as_ref().map(ToString::to_string),
                 received: entry.received,
-                accepted: self.table.paths_from(*id),
+                accepted: self.ipv4.paths_from(*id) + self.ipv6.paths_from(*id),
                 advertised: entry.advertised.len(),
             })
             .collect();
         rows.sort_by_key(|row| row.address);
         rows
     }
+}
+
+/// The UPDATEs that carry `withdrawals` and the announcement `groups`.
+fn encode_changes(
+    withdrawals: &[IpNet],
+    groups: &[(PathAttributes, Vec<IpNet>)],
+    negotiated: &Negotiated,
+) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    let ipv4: Vec<Ipv4Net> = withdrawals
+        .iter()
+        .filter_map(|p| if let IpNet::V4(p) = p { Some(*p) } else { None })
+        .collect();
+    let ipv6: Vec<Ipv6Net> = withdrawals
+        .iter()
+        .filter_map(|p| if let IpNet::V6(p) = p { Some(*p) } else { None })
+        .collect();
+    for chunk in ipv4.chunks(IPV4_WITHDRAWALS_PER_UPDATE) {
+        let update = Update {
+            withdrawn: chunk.to_vec(),
+            ..Update::default()
+        };
+        if let Err(error) = Message::Update(update).encode(negotiated, &mut bytes) {
+            warn!(%error, "withdrawal not sent");
+        }
+    }
+    for chunk in ipv6.chunks(IPV6_WITHDRAWALS_PER_UPDATE) {
+        let update = Update {
+            mp_unreach: Some(Prefixes::V6(chunk.to_vec())),
+            ..Update::default()
+        };
+        if let Err(error) = Message::Update(update).encode(negotiated, &mut bytes) {
+            warn!(%error, "withdrawal not sent");
+        }
+    }
+    for (attributes, prefixes) in groups {
+        let ipv4: Vec<Ipv4Net> = prefixes
+            .iter()
+            .filter_map(|p| if let IpNet::V4(p) = p { Some(*p) } else { None })
+            .collect();
+        let ipv6: Vec<Ipv6Net> = prefixes
+            .iter()
+            .filter_map(|p| if let IpNet::V6(p) = p { Some(*p) } else { None })
+            .collect();
+        if !ipv4.is_empty() {
+            if let Err(error) =
+                Update::encode_ipv4_packed(attributes, &ipv4, negotiated, &mut bytes)
+            {
+                warn!(%error, "announcement not sent");
+            }
+        }
+        match (ipv6.is_empty(), attributes.mp_next_hop) {
+            (true, _) => {}
+            (false, Some(next_hop)) => {
+                if let Err(error) =
+                    Update::encode_ipv6_packed(attributes, next_hop, &ipv6, negotiated, &mut bytes)
+                {
+                    warn!(%error, "announcement not sent");
+                }
+            }
+            (false, None) => warn!(
+                count = ipv6.len(),
+                "IPv6 routes without a next hop not sent"
+            ),
+        }
+    }
+    bytes
 }
 
 #[cfg(test)]
@@ -776,7 +921,7 @@ mod tests {
         answer.await.expect("the speaker answers")
     }
 
-    fn block(text: &str) -> Ipv4Net {
+    fn block(text: &str) -> IpNet {
         text.parse().expect("literal prefix")
     }
 
@@ -924,7 +1069,7 @@ mod tests {
             rules: vec![
                 Rule {
                     conditions: Conditions {
-                        prefixes: vec![PrefixMatch::exact(IpNet::V4(refused))],
+                        prefixes: vec![PrefixMatch::exact(refused)],
                         ..Conditions::default()
                     },
                     verdict: Verdict::Reject,
@@ -981,5 +1126,54 @@ mod tests {
             routes.iter().map(|r| r.prefix).collect::<Vec<_>>(),
             vec![block("198.51.100.0/24")]
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ipv6_routes_travel_on_ipv6_sessions_with_their_next_hop() {
+        let (mut a, mut b) = (node(1, 64512, None), node(2, 64513, None));
+        a.address = "2001:db8::1".parse().expect("literal");
+        b.address = "2001:db8::2".parse().expect("literal");
+        link(&a, &b, |_, _| {}).await;
+        let v6 = block("2001:db8:100::/48");
+        // An IPv4 route is not for this IPv6-only session.
+        command(
+            &a,
+            SpeakerCommand::Originate {
+                prefix: block("198.51.100.0/24"),
+                attributes: PathAttributes::default(),
+            },
+        )
+        .await;
+        command(
+            &a,
+            SpeakerCommand::Originate {
+                prefix: v6,
+                attributes: PathAttributes::default(),
+            },
+        )
+        .await;
+        next_route(&mut a).await;
+        next_route(&mut a).await;
+        let RouteChange::Best {
+            prefix,
+            attributes,
+            from,
+        } = next_route(&mut b).await
+        else {
+            panic!("not a route")
+        };
+        assert_eq!((prefix, from), (v6, Some(a.address)));
+        assert_eq!(attributes.route_next_hop(), Some(a.address));
+        assert_eq!(attributes.next_hop, None);
+        assert_eq!(asns(&attributes), vec![64512]);
+        command(&a, SpeakerCommand::StopOriginating { prefix: v6 }).await;
+        next_route(&mut a).await;
+        assert_eq!(
+            next_route(&mut b).await,
+            RouteChange::Withdrawn { prefix: v6 }
+        );
+        let (reply, answer) = oneshot::channel();
+        command(&b, SpeakerCommand::Routes(reply)).await;
+        assert!(answer.await.expect("the speaker answers").is_empty());
     }
 }
