@@ -22,9 +22,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -141,6 +143,19 @@ pub async fn run_peer<S>(
         }
     }
     peer.drop_connection();
+}
+
+/// RFC 4271 - Section 10: the ConnectRetry and Keepalive timers are multiplied by a
+/// random factor between 0.75 and 1.0, so that two speakers that dial each other at the
+/// same moment (a connection collision) do not retry in lockstep, and keepalives of many
+/// sessions do not bunch up.
+fn jittered(duration: Duration) -> Duration {
+    use std::hash::{BuildHasher, Hasher};
+    // Every RandomState is seeded afresh: its empty hash is a cheap random number.
+    let random = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish();
+    duration.mul_f64(0.75 + (random % 1024) as f64 / 4096.0)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -314,6 +329,10 @@ where
                 self.send(&Message::Notification(notification));
             }
             Action::StartTimer(timer, duration) => {
+                let duration = match timer {
+                    Timer::ConnectRetry | Timer::Keepalive => jittered(duration),
+                    Timer::Hold | Timer::IdleHold => duration,
+                };
                 self.deadlines[timer_index(timer)] = Some(Instant::now() + duration);
             }
             Action::StopTimer(timer) => self.deadlines[timer_index(timer)] = None,
@@ -836,5 +855,22 @@ mod tests {
             assert_eq!(state, expected);
         }
         assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn jitter_stays_between_three_quarters_and_the_whole_and_varies() {
+        let base = std::time::Duration::from_secs(120);
+        let samples: Vec<std::time::Duration> = (0..64).map(|_| jittered(base)).collect();
+        assert!(
+            samples
+                .iter()
+                .all(|d| *d >= base.mul_f64(0.75) && *d <= base)
+        );
+        let distinct: std::collections::HashSet<_> = samples.iter().collect();
+        assert!(
+            distinct.len() > 8,
+            "{} distinct values of 64",
+            distinct.len()
+        );
     }
 }
