@@ -140,6 +140,13 @@ impl PeerId {
     pub const LOCAL: PeerId = PeerId(0);
     /// Marks a table entry whose paths live in the multi-path side table.
     const MANY: PeerId = PeerId(u32::MAX);
+    const STALE_BIT: u32 = 1 << 31;
+
+    /// The id under which a gracefully restarting peer's previous routes wait (RFC 4724
+    /// - Section 4.2): peers are numbered below 2^31.
+    pub fn stale(self) -> PeerId {
+        PeerId(self.0 | Self::STALE_BIT)
+    }
 }
 
 /// What the decision process needs to know about the peer a path came from.
@@ -378,6 +385,11 @@ impl<P: Copy + Eq + Hash> Table<P> {
         if let Some(count) = self.counts.get_mut(&peer) {
             *count = count.saturating_sub(1);
         }
+        if list.is_empty() {
+            self.free_many.push(index);
+            self.destinations.remove(&prefix);
+            return Some(BestChange::Unreachable);
+        }
         let change = if position == 0 {
             let best = select_best(list, store, peers);
             list.swap(0, best);
@@ -392,6 +404,72 @@ impl<P: Copy + Eq + Hash> Table<P> {
             self.free_many.push(index);
         }
         change
+    }
+
+    /// Moves every path of `from` to `to`, replacing a path `to` already has for the
+    /// same prefix; returns the prefixes whose best path changed by that replacement. This
+    /// is how a restarting peer's routes become stale ones (RFC 4724 - Section 4.2); `to`
+    /// must be described in `peers` as `from` is.
+    pub fn rename_peer(
+        &mut self,
+        from: PeerId,
+        to: PeerId,
+        store: &mut AttributeStore,
+        peers: &impl Peers,
+    ) -> Vec<(P, BestChange)> {
+        let mut moved = 0;
+        let mut replaced = 0;
+        let mut changes = Vec::new();
+        let renamed = |path: Path| {
+            if path.peer == from {
+                Path { peer: to, ..path }
+            } else {
+                path
+            }
+        };
+        for (prefix, entry) in self.destinations.iter_mut() {
+            if entry.peer == from {
+                entry.peer = to;
+                moved += 1;
+                continue;
+            }
+            if entry.peer != PeerId::MANY {
+                continue;
+            }
+            let index = entry.attributes.0;
+            let Some(list) = self.many.get_mut(index as usize) else {
+                continue;
+            };
+            if !list.iter().any(|p| p.peer == from) {
+                continue;
+            }
+            let Some(before) = list.first().copied().map(renamed) else {
+                continue;
+            };
+            if let Some(position) = list.iter().position(|p| p.peer == to) {
+                store.release(list.remove(position).attributes);
+                replaced += 1;
+            }
+            for path in list.iter_mut().filter(|p| p.peer == from) {
+                path.peer = to;
+                moved += 1;
+            }
+            let best = select_best(list, store, peers);
+            list.swap(0, best);
+            if list[0] != before {
+                changes.push((*prefix, BestChange::Best(list[0])));
+            }
+            // One path left: back inline, as everywhere else.
+            if let [only] = list.as_slice() {
+                *entry = *only;
+                list.clear();
+                self.free_many.push(index);
+            }
+        }
+        self.counts.remove(&from);
+        let count = self.counts.entry(to).or_default();
+        *count = (*count + moved).saturating_sub(replaced);
+        changes
     }
 
     /// Removes every path from `peer` (its session went down); returns the prefixes
@@ -831,5 +909,54 @@ mod tests {
             "{} distinct buckets of 1024",
             buckets.len()
         );
+    }
+
+    #[test]
+    fn renaming_a_peer_keeps_best_paths_and_replaces_older_stale_ones() {
+        let (mut store, mut peers, mut table) =
+            (AttributeStore::default(), peers(), Table::default());
+        let stale = PeerId(1).stale();
+        if let Some(info) = peers.get(&PeerId(1)).cloned() {
+            peers.insert(stale, info);
+        }
+        let (one, two) = (prefix("198.51.100.0/26"), prefix("198.51.100.64/26"));
+        let old = path(&mut store, 1, path_via(&[64513, 64600]));
+        table.announce(one, old, &mut store, &peers);
+        table.announce(two, old, &mut store, &peers);
+        table.announce(
+            two,
+            path(&mut store, 2, path_via(&[64514, 64600, 64601])),
+            &mut store,
+            &peers,
+        );
+        assert!(
+            table
+                .rename_peer(PeerId(1), stale, &mut store, &peers)
+                .is_empty()
+        );
+        assert_eq!(table.best(&one).map(|p| p.peer), Some(stale));
+        assert_eq!(table.best(&two).map(|p| p.peer), Some(stale));
+        assert_eq!(
+            (table.paths_from(PeerId(1)), table.paths_from(stale)),
+            (0, 2)
+        );
+        // The peer comes back with one route and goes again: its new path replaces the
+        // stale one.
+        table.announce(
+            one,
+            path(&mut store, 1, path_via(&[64513])),
+            &mut store,
+            &peers,
+        );
+        assert!(
+            table
+                .rename_peer(PeerId(1), stale, &mut store, &peers)
+                .is_empty()
+        );
+        assert_eq!(table.paths(&one).len(), 1);
+        assert_eq!(table.paths_from(stale), 2);
+        let changes = table.withdraw_peer(stale, &mut store, &peers);
+        assert_eq!(changes.len(), 2);
+        assert_eq!(table.best(&two).map(|p| p.peer), Some(PeerId(2)));
     }
 }
