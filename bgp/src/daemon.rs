@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::{BGP_PORT, MD5_MAX_KEY_LEN};
 use crate::packet::{Community, Origin, PathAttributes, SegmentKind};
-use crate::speaker::{BestRoute, PeerConfig, PeerStatus, SpeakerConfig};
+use crate::speaker::{BestRoute, GracefulRestartSettings, PeerConfig, PeerStatus, SpeakerConfig};
 
 /// The configuration file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -29,10 +29,29 @@ pub struct DaemonConfig {
     /// Makes the daemon a route reflector with this cluster id.
     #[serde(default)]
     pub cluster_id: Option<Ipv4Addr>,
+    /// Offer graceful restart (RFC 4724) and keep restarting peers' routes.
+    #[serde(default)]
+    pub graceful_restart: Option<GracefulRestartConfig>,
     #[serde(default)]
     pub peers: Vec<PeerSettings>,
     #[serde(default)]
     pub originate: Vec<Origination>,
+}
+
+/// `graceful_restart:` in the configuration file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GracefulRestartConfig {
+    /// Seconds peers keep our routes while we restart (at most 4095).
+    #[serde(default = "default_restart_time")]
+    pub restart_time: u16,
+    /// Set when starting again with the kernel's routes kept.
+    #[serde(default)]
+    pub restarting: bool,
+}
+
+fn default_restart_time() -> u16 {
+    120
 }
 
 /// One peer in the configuration file.
@@ -100,6 +119,8 @@ pub enum ConfigError {
     Syntax(String),
     #[error("router_id 0.0.0.0 is not allowed: set a non-zero router id")]
     RouterId,
+    #[error("graceful_restart.restart_time {0} is over the 4095 seconds the capability can carry")]
+    RestartTime(u16),
     #[error("peer {0} is listed twice")]
     DuplicatePeer(IpAddr),
     #[error("peer {peer}: hold_time {hold_time} is not allowed: use 0 or at least 3")]
@@ -126,6 +147,9 @@ impl DaemonConfig {
     fn check(&self) -> Result<(), ConfigError> {
         if self.router_id.is_unspecified() {
             return Err(ConfigError::RouterId);
+        }
+        if let Some(gr) = self.graceful_restart.filter(|gr| gr.restart_time > 4095) {
+            return Err(ConfigError::RestartTime(gr.restart_time));
         }
         let mut seen = std::collections::HashSet::new();
         for peer in &self.peers {
@@ -158,6 +182,10 @@ impl DaemonConfig {
             asn: self.asn,
             router_id: self.router_id,
             cluster_id: self.cluster_id,
+            graceful_restart: self.graceful_restart.map(|gr| GracefulRestartSettings {
+                restart_time: gr.restart_time,
+                restarting: gr.restarting,
+            }),
         }
     }
 
@@ -404,6 +432,8 @@ asn: 64512
 router_id: 192.0.2.1
 listen: 192.0.2.1
 control_socket: /run/tortie-bgpd.sock
+graceful_restart:
+  restart_time: 90
 peers:
   - address: 192.0.2.2
     asn: 64513
@@ -424,6 +454,13 @@ originate:
     fn an_example_configuration_parses_with_defaults() {
         let config = DaemonConfig::parse(EXAMPLE).expect("valid");
         assert_eq!((config.asn, config.port), (64512, 179));
+        assert_eq!(
+            config.speaker().graceful_restart,
+            Some(GracefulRestartSettings {
+                restart_time: 90,
+                restarting: false
+            })
+        );
         assert_eq!(config.peers[0].hold_time, 90);
         assert_eq!(config.peers[0].ttl_security, Some(1));
         let peer = config.peer(&config.peers[1]).expect("valid peer");

@@ -147,6 +147,15 @@ impl PeerId {
     pub fn stale(self) -> PeerId {
         PeerId(self.0 | Self::STALE_BIT)
     }
+
+    /// The peer itself, for a stale id as for its own.
+    pub fn base(self) -> PeerId {
+        if self == Self::MANY {
+            self
+        } else {
+            PeerId(self.0 & !Self::STALE_BIT)
+        }
+    }
 }
 
 /// What the decision process needs to know about the peer a path came from.

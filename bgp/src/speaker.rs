@@ -23,8 +23,10 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
 use crate::neighbor::{SessionConfig, SessionError, SessionParameters, State};
+use crate::packet::capability::MAX_RESTART_TIME;
 use crate::packet::{
-    Family, Message, MpReach, Negotiated, Origin, PathAttributes, Prefixes, Update,
+    Family, GracefulRestart, GracefulRestartFamily, Message, MpReach, Negotiated, Origin,
+    PathAttributes, Prefixes, Update,
 };
 use crate::policy::Policy;
 use crate::propagation::{LocalSpeaker, SessionView, Source, export, import};
@@ -38,6 +40,35 @@ pub struct SpeakerConfig {
     pub router_id: Ipv4Addr,
     /// Makes this speaker a route reflector with this cluster id (RFC 4456).
     pub cluster_id: Option<Ipv4Addr>,
+    /// Offer graceful restart (RFC 4724) to every peer, and keep the routes of peers
+    /// that offer it while they restart.
+    pub graceful_restart: Option<GracefulRestartSettings>,
+}
+
+/// This speaker's side of graceful restart (RFC 4724 - Section 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GracefulRestartSettings {
+    /// How long peers should keep our routes while we restart, in seconds (at most 4095).
+    pub restart_time: u16,
+    /// We are coming back from a restart with the forwarding state (kernel routes) kept:
+    /// sets the Restart State and Forwarding State bits.
+    pub restarting: bool,
+}
+
+/// A restarting peer's previous routes, kept as stale (RFC 4724 - Section 4.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct StaleRoutes {
+    /// Families whose stale routes wait for the peer's End-of-RIB.
+    pending: Vec<Family>,
+    /// Which restart timer is current.
+    generation: u64,
+}
+
+/// What the speaker's own timers tell it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Internal {
+    /// A peer did not come back (or send End-of-RIB) within its restart time.
+    RestartTimerExpired { peer: PeerId, generation: u64 },
 }
 
 /// One configured peer.
@@ -181,6 +212,7 @@ struct PeerEntry<S> {
     received: usize,
     /// Adj-RIB-Out: the prefixes announced to the peer.
     advertised: HashSet<IpNet>,
+    stale: Option<StaleRoutes>,
 }
 
 /// Runs a speaker until the command channel closes.
@@ -192,7 +224,10 @@ pub async fn run_speaker<S>(
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
     let (events_tx, mut events) = mpsc::channel(1024);
+    let (internal_tx, mut internal) = mpsc::channel(64);
     let mut speaker = Speaker {
+        internal_tx,
+        generation: 0,
         config,
         peers: HashMap::new(),
         by_address: HashMap::new(),
@@ -211,6 +246,7 @@ pub async fn run_speaker<S>(
                 None => break,
             },
             Some((peer, event)) = events.recv() => speaker.event(peer, event).await,
+            Some(timer) = internal.recv() => speaker.internal(timer).await,
         }
         speaker.store.collect_garbage();
     }
@@ -218,6 +254,9 @@ pub async fn run_speaker<S>(
 
 struct Speaker<S> {
     config: SpeakerConfig,
+    internal_tx: mpsc::Sender<Internal>,
+    /// Numbers restart timers, so that one made obsolete is recognised when it fires.
+    generation: u64,
     peers: HashMap<PeerId, PeerEntry<S>>,
     by_address: HashMap<IpAddr, PeerId>,
     /// What the decision process knows of each Established peer.
@@ -243,13 +282,16 @@ where
     }
 
     fn view(&self, peer: PeerId) -> Option<SessionView> {
-        let entry = self.peers.get(&peer)?;
+        let entry = self.peers.get(&peer.base())?;
         Some(SessionView {
             peer_asn: entry.config.asn,
+            // A restarting peer's stale routes keep the identifier it had.
             peer_router_id: entry
                 .session
                 .as_ref()
-                .map_or(Ipv4Addr::UNSPECIFIED, |s| s.peer_router_id),
+                .map(|s| s.peer_router_id)
+                .or_else(|| self.infos.get(&peer.stale()).map(|info| info.router_id))
+                .unwrap_or(Ipv4Addr::UNSPECIFIED),
             local_address: entry.config.local_address,
             route_reflector_client: entry.config.route_reflector_client,
             next_hop_self: entry.config.next_hop_self,
@@ -364,7 +406,10 @@ where
                         Some(BestRoute {
                             prefix,
                             attributes: self.store.get(path.attributes)?.clone(),
-                            from: self.peers.get(&path.peer).map(|entry| entry.config.address),
+                            from: self
+                                .peers
+                                .get(&path.peer.base())
+                                .map(|entry| entry.config.address),
                             paths: self.paths_count(&prefix),
                         })
                     }));
@@ -384,6 +429,22 @@ where
             keepalive_time: config.keepalive_time,
             passive: config.passive,
             families: config.families.clone(),
+            graceful_restart: self
+                .config
+                .graceful_restart
+                .map(|settings| GracefulRestart {
+                    restart_state: settings.restarting,
+                    notification: false,
+                    restart_time: settings.restart_time.min(MAX_RESTART_TIME),
+                    families: config
+                        .families
+                        .iter()
+                        .map(|&family| GracefulRestartFamily {
+                            family,
+                            forwarding_preserved: settings.restarting,
+                        })
+                        .collect(),
+                }),
             ..SessionConfig::new(self.config.asn, config.asn, self.config.router_id)
         };
         let id = PeerId(self.next_id);
@@ -405,6 +466,7 @@ where
                 session: None,
                 received: 0,
                 advertised: HashSet::new(),
+                stale: None,
             },
         );
     }
@@ -418,7 +480,9 @@ where
             let _ = entry.commands.send(PeerCommand::Stop).await;
         }
         self.infos.remove(&id);
-        let changes = self.withdraw_peer(id);
+        self.infos.remove(&id.stale());
+        let mut changes = self.withdraw_peer(id);
+        changes.extend(self.withdraw_peer(id.stale()));
         self.propagate(changes).await;
     }
 
@@ -435,23 +499,18 @@ where
                 }
             }
             PeerEvent::Established(parameters) => self.established(id, parameters).await,
-            PeerEvent::Down(error) => {
-                info!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "session down");
-                self.infos.remove(&id);
-                if let Some(entry) = self.peers.get_mut(&id) {
-                    entry.session = None;
-                    entry.advertised.clear();
-                }
-                let changes = self.withdraw_peer(id);
-                self.propagate(changes).await;
-            }
+            PeerEvent::Down(error) => self.down(id, error).await,
             PeerEvent::Update(decoded) => {
                 let treat_as_withdraw = decoded.treat_as_withdraw();
                 for error in &decoded.errors {
                     warn!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "malformed attribute");
                 }
                 if let Message::Update(update) = decoded.message {
+                    let end_of_rib = update.end_of_rib_family();
                     self.update(id, update, treat_as_withdraw).await;
+                    if let Some(family) = end_of_rib {
+                        self.end_of_rib(id, family).await;
+                    }
                 }
             }
             // Answered by sending the family's whole table again.
@@ -473,11 +532,193 @@ where
             },
         );
         let families = parameters.families.clone();
+        // RFC 4724 - Section 4.2: stale routes of a family the peer no longer says it kept
+        // forwarding for go at once; the rest wait for its End-of-RIB, bounded by its
+        // restart time.
+        let kept: Vec<Family> = parameters
+            .peer_graceful_restart
+            .iter()
+            .flat_map(|gr| &gr.families)
+            .filter(|f| f.forwarding_preserved)
+            .map(|f| f.family)
+            .collect();
+        let restart_time = parameters
+            .peer_graceful_restart
+            .as_ref()
+            .map_or(0, |gr| gr.restart_time);
         entry.session = Some(parameters);
         entry.received = 0;
         entry.advertised.clear();
+        if let Some(stale) = entry.stale.take() {
+            let (waiting, dropped): (Vec<Family>, Vec<Family>) =
+                stale.pending.into_iter().partition(|f| kept.contains(f));
+            let mut changes = Vec::new();
+            for family in dropped {
+                changes.extend(self.flush_stale(id, family));
+            }
+            if !waiting.is_empty() {
+                let generation = self.restart_timer(id, restart_time);
+                if let Some(entry) = self.peers.get_mut(&id) {
+                    entry.stale = Some(StaleRoutes {
+                        pending: waiting,
+                        generation,
+                    });
+                }
+            } else {
+                self.infos.remove(&id.stale());
+            }
+            self.propagate(changes).await;
+        }
         for family in families {
             self.send_table(id, family).await;
+        }
+    }
+
+    /// A session ended: the peer's routes are withdrawn, or kept as stale when the peer
+    /// does graceful restart and the session ended without a NOTIFICATION (RFC 4724 -
+    /// Section 4.2).
+    async fn down(&mut self, id: PeerId, error: SessionError) {
+        info!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "session down");
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let session = entry.session.take();
+        entry.advertised.clear();
+        let restart = match (
+            &error,
+            session
+                .as_ref()
+                .and_then(|s| s.peer_graceful_restart.as_ref().map(|gr| (gr, s))),
+        ) {
+            (SessionError::ConnectionFailed, Some((gr, session))) => {
+                let families: Vec<Family> = gr
+                    .families
+                    .iter()
+                    .map(|f| f.family)
+                    .filter(|f| session.families.contains(f))
+                    .collect();
+                (!families.is_empty() && self.config.graceful_restart.is_some())
+                    .then_some((gr.restart_time, families))
+            }
+            _ => None,
+        };
+        let info = self.infos.remove(&id);
+        let Some((restart_time, families)) = restart else {
+            self.infos.remove(&id.stale());
+            entry.stale = None;
+            let mut changes = self.withdraw_peer(id);
+            changes.extend(self.withdraw_peer(id.stale()));
+            self.propagate(changes).await;
+            return;
+        };
+        info!(peer = %entry.config.address, restart_time, "keeping the peer's routes while it restarts");
+        if let Some(info) = info {
+            self.infos.insert(id.stale(), info);
+        }
+        let mut changes: Vec<(IpNet, BestChange)> = self
+            .ipv4
+            .rename_peer(id, id.stale(), &mut self.store, &self.infos)
+            .into_iter()
+            .map(|(p, c)| (IpNet::V4(p), c))
+            .collect();
+        changes.extend(
+            self.ipv6
+                .rename_peer(id, id.stale(), &mut self.store, &self.infos)
+                .into_iter()
+                .map(|(p, c)| (IpNet::V6(p), c)),
+        );
+        // Routes of families the peer does not restart gracefully go now.
+        for family in [Family::IPV4_UNICAST, Family::IPV6_UNICAST] {
+            if !families.contains(&family) {
+                changes.extend(self.flush_stale(id, family));
+            }
+        }
+        let generation = self.restart_timer(id, restart_time);
+        if let Some(entry) = self.peers.get_mut(&id) {
+            entry.stale = Some(StaleRoutes {
+                pending: families,
+                generation,
+            });
+        }
+        self.propagate(changes).await;
+    }
+
+    /// Starts a restart timer for `peer`; returns its generation.
+    fn restart_timer(&mut self, peer: PeerId, seconds: u16) -> u64 {
+        self.generation += 1;
+        let generation = self.generation;
+        let internal = self.internal_tx.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs(u64::from(seconds))).await;
+            let _ = internal
+                .send(Internal::RestartTimerExpired { peer, generation })
+                .await;
+        });
+        generation
+    }
+
+    async fn internal(&mut self, event: Internal) {
+        let Internal::RestartTimerExpired { peer, generation } = event;
+        let Some(entry) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        if entry
+            .stale
+            .as_ref()
+            .is_none_or(|stale| stale.generation != generation)
+        {
+            return;
+        }
+        let Some(stale) = entry.stale.take() else {
+            return;
+        };
+        info!(peer = %entry.config.address, "restart time over: stale routes withdrawn");
+        let mut changes = Vec::new();
+        for family in stale.pending {
+            changes.extend(self.flush_stale(peer, family));
+        }
+        self.infos.remove(&peer.stale());
+        self.propagate(changes).await;
+    }
+
+    /// RFC 4724 - Section 4.2: End-of-RIB from a restarted peer ends its stale routes of
+    /// that family.
+    async fn end_of_rib(&mut self, id: PeerId, family: Family) {
+        let Some(entry) = self.peers.get_mut(&id) else {
+            return;
+        };
+        let Some(stale) = entry.stale.as_mut() else {
+            return;
+        };
+        if !stale.pending.contains(&family) {
+            return;
+        }
+        stale.pending.retain(|f| *f != family);
+        if stale.pending.is_empty() {
+            entry.stale = None;
+        }
+        let finished = entry.stale.is_none();
+        let changes = self.flush_stale(id, family);
+        if finished {
+            self.infos.remove(&id.stale());
+        }
+        self.propagate(changes).await;
+    }
+
+    /// Withdraws `peer`'s stale routes of `family`.
+    fn flush_stale(&mut self, peer: PeerId, family: Family) -> Vec<(IpNet, BestChange)> {
+        if family == Family::IPV4_UNICAST {
+            self.ipv4
+                .withdraw_peer(peer.stale(), &mut self.store, &self.infos)
+                .into_iter()
+                .map(|(p, c)| (IpNet::V4(p), c))
+                .collect()
+        } else {
+            self.ipv6
+                .withdraw_peer(peer.stale(), &mut self.store, &self.infos)
+                .into_iter()
+                .map(|(p, c)| (IpNet::V6(p), c))
+                .collect()
         }
     }
 
@@ -547,9 +788,18 @@ where
         else {
             return;
         };
+        // While the peer restarts, what it sends again replaces its stale route.
+        let stale = self
+            .peers
+            .get(&id)
+            .is_some_and(|entry| entry.stale.is_some())
+            .then(|| id.stale());
         let mut changes = Vec::new();
         for prefix in withdrawn {
             if let Some(change) = self.withdraw(prefix, id) {
+                changes.push((prefix, change));
+            }
+            if let Some(change) = stale.and_then(|stale| self.withdraw(prefix, stale)) {
                 changes.push((prefix, change));
             }
         }
@@ -619,7 +869,10 @@ where
                     attributes: Arc::clone(shared.entry(path.attributes).or_insert_with(|| {
                         Arc::new(self.store.get(path.attributes).cloned().unwrap_or_default())
                     })),
-                    from: self.peers.get(&path.peer).map(|entry| entry.config.address),
+                    from: self
+                        .peers
+                        .get(&path.peer.base())
+                        .map(|entry| entry.config.address),
                 },
                 BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
             })
@@ -683,9 +936,10 @@ where
                         let source = if path.peer == PeerId::LOCAL {
                             Source::Local
                         } else {
+                            // A stale route is still its peer's: never sent back to it.
                             Source::Peer {
                                 view: self.view(path.peer)?,
-                                peer: path.peer,
+                                peer: path.peer.base(),
                             }
                         };
                         export(attributes, &source, &to_view, to, &local, family)
@@ -831,7 +1085,7 @@ mod tests {
     use tokio::io::DuplexStream;
 
     use super::*;
-    use crate::packet::{AsPath, AsSegment, SegmentKind};
+    use crate::packet::{AsPath, AsSegment, Open, SegmentKind};
 
     /// One speaker in a test: its command sender and the route changes it reports.
     struct Node {
@@ -844,18 +1098,25 @@ mod tests {
     }
 
     fn node(last_octet: u8, asn: u32, cluster_id: Option<Ipv4Addr>) -> Node {
+        node_with(last_octet, asn, cluster_id, None)
+    }
+
+    fn node_with(
+        last_octet: u8,
+        asn: u32,
+        cluster_id: Option<Ipv4Addr>,
+        graceful_restart: Option<GracefulRestartSettings>,
+    ) -> Node {
         let router_id = Ipv4Addr::new(192, 0, 2, last_octet);
         let (commands, commands_rx) = mpsc::channel(64);
         let (routes_tx, routes) = mpsc::channel(256);
-        tokio::spawn(run_speaker(
-            SpeakerConfig {
-                asn,
-                router_id,
-                cluster_id,
-            },
-            commands_rx,
-            routes_tx,
-        ));
+        let config = SpeakerConfig {
+            asn,
+            router_id,
+            cluster_id,
+            graceful_restart,
+        };
+        tokio::spawn(run_speaker(config, commands_rx, routes_tx));
         Node {
             address: IpAddr::V4(router_id),
             asn,
@@ -1175,5 +1436,219 @@ mod tests {
         let (reply, answer) = oneshot::channel();
         command(&b, SpeakerCommand::Routes(reply)).await;
         assert!(answer.await.expect("the speaker answers").is_empty());
+    }
+
+    /// The far end of one session, played by the test.
+    struct RawPeer {
+        stream: DuplexStream,
+        buffer: Vec<u8>,
+    }
+
+    impl RawPeer {
+        /// Connects to `node` as `from`, and exchanges OPENs (with `open`) and KEEPALIVEs.
+        async fn connect(node: &Node, from: IpAddr, open: Open) -> RawPeer {
+            let (ours, theirs) = tokio::io::duplex(256 * 1024);
+            command(
+                node,
+                SpeakerCommand::Accepted {
+                    from,
+                    stream: theirs,
+                },
+            )
+            .await;
+            let mut raw = RawPeer {
+                stream: ours,
+                buffer: Vec::new(),
+            };
+            assert!(matches!(raw.receive().await, Message::Open(_)));
+            raw.send(&Message::Open(open)).await;
+            raw.send(&Message::Keepalive).await;
+            assert_eq!(raw.receive().await, Message::Keepalive);
+            raw
+        }
+
+        async fn send(&mut self, message: &Message) {
+            use tokio::io::AsyncWriteExt;
+            let mut bytes = Vec::new();
+            message
+                .encode(&Negotiated::default(), &mut bytes)
+                .expect("test messages encode");
+            self.stream.write_all(&bytes).await.expect("pipe open");
+        }
+
+        async fn receive(&mut self) -> Message {
+            use tokio::io::AsyncReadExt;
+            loop {
+                if let Ok(Some(length)) = crate::packet::message_length(&self.buffer) {
+                    if self.buffer.len() >= length {
+                        let frame: Vec<u8> = self.buffer.drain(..length).collect();
+                        return Message::decode(&frame, &Negotiated::default())
+                            .expect("valid")
+                            .message;
+                    }
+                }
+                let read = self
+                    .stream
+                    .read_buf(&mut self.buffer)
+                    .await
+                    .expect("pipe open");
+                assert!(read > 0, "the speaker closed the connection");
+            }
+        }
+    }
+
+    fn restarting_open(restart_state: bool) -> Open {
+        let graceful_restart = GracefulRestart {
+            restart_state,
+            notification: false,
+            restart_time: 60,
+            families: vec![GracefulRestartFamily {
+                family: Family::IPV4_UNICAST,
+                forwarding_preserved: restart_state,
+            }],
+        };
+        Open::new(
+            64513,
+            90,
+            Ipv4Addr::new(192, 0, 2, 2),
+            vec![
+                crate::packet::Capability::Multiprotocol(Family::IPV4_UNICAST),
+                crate::packet::Capability::GracefulRestart(graceful_restart),
+            ],
+        )
+    }
+
+    fn announcement(prefixes: &[&str]) -> Message {
+        Message::Update(Update {
+            attributes: PathAttributes {
+                origin: Some(Origin::Igp),
+                as_path: Some(AsPath {
+                    segments: vec![AsSegment {
+                        kind: SegmentKind::Sequence,
+                        asns: vec![64513],
+                    }],
+                }),
+                next_hop: Some(Ipv4Addr::new(192, 0, 2, 2)),
+                ..PathAttributes::default()
+            },
+            nlri: prefixes
+                .iter()
+                .map(|p| p.parse().expect("literal"))
+                .collect(),
+            ..Update::default()
+        })
+    }
+
+    /// Waits until the speaker's only peer is in `state` again, letting paused time run
+    /// past the peer's idle hold (5 s after a failure).
+    async fn wait_for_state(node: &Node, state: State) {
+        loop {
+            if peers(node)
+                .await
+                .first()
+                .is_some_and(|row| row.state == state)
+            {
+                return;
+            }
+            tokio::time::advance(std::time::Duration::from_secs(1)).await;
+        }
+    }
+
+    async fn routes(node: &Node) -> Vec<IpNet> {
+        let (reply, answer) = oneshot::channel();
+        command(node, SpeakerCommand::Routes(reply)).await;
+        answer
+            .await
+            .expect("the speaker answers")
+            .into_iter()
+            .map(|r| r.prefix)
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_restarting_peers_routes_stay_until_its_end_of_rib() {
+        let settings = GracefulRestartSettings {
+            restart_time: 120,
+            restarting: false,
+        };
+        let mut a = node_with(1, 64512, None, Some(settings));
+        let peer: IpAddr = "192.0.2.2".parse().expect("literal");
+        let refuse: Connector<DuplexStream> =
+            Arc::new(|| Box::pin(async { Err(std::io::Error::other("passive")) }));
+        let config = PeerConfig {
+            passive: true,
+            ..PeerConfig::new(peer, 64513, a.address)
+        };
+        command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
+        wait_for_state(&a, State::Active).await;
+
+        let mut raw = RawPeer::connect(&a, peer, restarting_open(false)).await;
+        raw.send(&announcement(&["198.51.100.0/24", "203.0.113.0/24"]))
+            .await;
+        next_route(&mut a).await;
+        next_route(&mut a).await;
+
+        // The connection drops without a NOTIFICATION: the routes stay, as stale.
+        drop(raw);
+        wait_for_state(&a, State::Active).await;
+        assert_eq!(
+            routes(&a).await,
+            vec![block("198.51.100.0/24"), block("203.0.113.0/24")]
+        );
+        assert!(
+            a.pending.is_empty() && a.routes.try_recv().is_err(),
+            "nothing was withdrawn"
+        );
+
+        // Back, with forwarding kept: it announces one route again, then End-of-RIB.
+        let mut raw = RawPeer::connect(&a, peer, restarting_open(true)).await;
+        raw.send(&announcement(&["198.51.100.0/24"])).await;
+        raw.send(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)))
+            .await;
+        loop {
+            if next_route(&mut a).await
+                == (RouteChange::Withdrawn {
+                    prefix: block("203.0.113.0/24"),
+                })
+            {
+                break;
+            }
+        }
+        assert_eq!(routes(&a).await, vec![block("198.51.100.0/24")]);
+        assert_eq!(peers(&a).await[0].accepted, 1);
+
+        // Gone for good: the stale route goes when the restart time (60 s) is over.
+        drop(raw);
+        assert_eq!(
+            next_route(&mut a).await,
+            RouteChange::Withdrawn {
+                prefix: block("198.51.100.0/24")
+            }
+        );
+        assert!(routes(&a).await.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn without_graceful_restart_a_dropped_session_takes_its_routes() {
+        let mut a = node(1, 64512, None);
+        let peer: IpAddr = "192.0.2.2".parse().expect("literal");
+        let refuse: Connector<DuplexStream> =
+            Arc::new(|| Box::pin(async { Err(std::io::Error::other("passive")) }));
+        let config = PeerConfig {
+            passive: true,
+            ..PeerConfig::new(peer, 64513, a.address)
+        };
+        command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
+        wait_for_state(&a, State::Active).await;
+        let mut raw = RawPeer::connect(&a, peer, restarting_open(false)).await;
+        raw.send(&announcement(&["198.51.100.0/24"])).await;
+        next_route(&mut a).await;
+        drop(raw);
+        assert_eq!(
+            next_route(&mut a).await,
+            RouteChange::Withdrawn {
+                prefix: block("198.51.100.0/24")
+            }
+        );
     }
 }
