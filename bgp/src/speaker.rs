@@ -191,7 +191,7 @@ pub struct PeerStatus {
     pub last_error: Option<String>,
     /// Prefixes announced by the peer since the session came up.
     pub received: usize,
-    /// Prefixes for which the tables hold a path from the peer.
+    /// Prefixes for which the tables hold a path from the peer (stale ones included).
     pub accepted: usize,
     /// Prefixes this speaker has announced to the peer.
     pub advertised: usize,
@@ -1001,7 +1001,11 @@ where
                 since: entry.since,
                 last_error: entry.last_error.as_ref().map(ToString::to_string),
                 received: entry.received,
-                accepted: self.ipv4.paths_from(*id) + self.ipv6.paths_from(*id),
+                // Stale routes of a restarting peer count as its own.
+                accepted: [*id, id.stale()]
+                    .iter()
+                    .map(|&p| self.ipv4.paths_from(p) + self.ipv6.paths_from(p))
+                    .sum(),
                 advertised: entry.advertised.len(),
             })
             .collect();
