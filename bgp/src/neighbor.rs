@@ -12,8 +12,9 @@
 //! [`SessionConfig::idle_hold_time`]); PassiveTcpEstablishment follows
 //! [`SessionConfig::passive`]; DelayOpen, SendNOTIFICATIONwithoutOPEN and
 //! CollisionDetectEstablishedState are off. Connection collisions (Section 6.8) involve
-//! two connections and so two FSMs: the speaker resolves them with [`collision_winner`]
-//! and tells the loser with [`Event::CollisionDump`].
+//! two connections and so two FSMs: the peer task ([`crate::tasks`]) runs both, resolves
+//! the collision with [`collision_winner`] and tells the loser with
+//! [`Event::CollisionDump`].
 
 use std::fmt;
 use std::net::Ipv4Addr;
@@ -339,6 +340,12 @@ impl Session {
 
     pub fn config(&self) -> &SessionConfig {
         &self.config
+    }
+
+    /// Changes whether this side dials; a collision's winning connection, accepted as
+    /// passive, takes the peer's own setting when it becomes the session.
+    pub fn set_passive(&mut self, passive: bool) {
+        self.config.passive = passive;
     }
 
     /// What the OPENs settled, from OpenConfirm on.

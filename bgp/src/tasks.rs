@@ -16,6 +16,12 @@
 //! peer task, and its bounded channel pushes back on the socket when the consumer is slow.
 //! Events from a connection carry its generation, so that late events from a connection
 //! already dropped are ignored.
+//!
+//! A second connection from the peer while the first is in OpenSent or OpenConfirm is a
+//! collision (RFC 4271 - Section 6.8): it gets an FSM of its own (the candidate) until an
+//! OPEN decides which connection stays. A new connection while Established means the peer
+//! restarted: the old session ends as failed (so graceful restart keeps its routes) and
+//! the new one takes over.
 
 use std::future::Future;
 use std::io;
@@ -32,6 +38,7 @@ use tracing::{debug, info, warn};
 
 use crate::neighbor::{
     Action, Event, Session, SessionConfig, SessionError, SessionParameters, State, Timer,
+    collision_winner,
 };
 use crate::packet::{DecodeError, Decoded, Family, Message, Negotiated, Open, message_length};
 use crate::rib::PeerId;
@@ -107,7 +114,7 @@ pub async fn run_peer<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let session = match Session::new(config) {
+    let session = match Session::new(config.clone()) {
         Ok(session) => session,
         Err(error) => {
             warn!(%error, "peer not started");
@@ -117,14 +124,14 @@ pub async fn run_peer<S>(
     let (inbound_tx, mut inbound) = mpsc::channel(INBOUND_QUEUE);
     let mut peer = Peer {
         id,
-        session,
+        config,
+        primary: Slot::new(session),
+        candidate: None,
         connector,
         events,
         inbound_tx,
         generation: 0,
-        connection: None,
         connecting: None,
-        deadlines: [None; 4],
     };
     loop {
         let deadline = peer.next_deadline();
@@ -134,15 +141,20 @@ pub async fn run_peer<S>(
                 None => break,
             },
             Some((generation, message)) = inbound.recv() => peer.inbound(generation, message).await,
-            () = sleep_until(deadline.map(|(_, at)| at)) => {
-                if let Some((timer, _)) = deadline {
-                    peer.deadlines[timer_index(timer)] = None;
-                    peer.fsm(Event::TimerExpired(timer)).await;
+            () = sleep_until(deadline.map(|(_, _, at)| at)) => {
+                if let Some((which, timer, _)) = deadline {
+                    if let Some(slot) = peer.slot_mut(which) {
+                        slot.deadlines[timer_index(timer)] = None;
+                    }
+                    peer.fsm(which, Event::TimerExpired(timer)).await;
                 }
             }
         }
     }
-    peer.drop_connection();
+    peer.primary.drop_connection();
+    if let Some(candidate) = peer.candidate.as_mut() {
+        candidate.drop_connection();
+    }
 }
 
 /// RFC 4271 - Section 10: the ConnectRetry and Keepalive timers are multiplied by a
@@ -181,52 +193,100 @@ const TIMERS: [Timer; 4] = [
     Timer::IdleHold,
 ];
 
+/// One FSM and its connection. A peer has its primary slot, and while a second connection
+/// from the peer is being resolved (RFC 4271 - Section 6.8), a candidate.
+struct Slot {
+    session: Session,
+    connection: Option<Connection>,
+    deadlines: [Option<Instant>; 4],
+    /// This side dialed the connection.
+    initiated_locally: bool,
+}
+
+impl Slot {
+    fn new(session: Session) -> Slot {
+        Slot {
+            session,
+            connection: None,
+            deadlines: [None; 4],
+            initiated_locally: false,
+        }
+    }
+
+    fn generation(&self) -> Option<u64> {
+        self.connection.as_ref().map(|c| c.generation)
+    }
+
+    /// Closes the connection: the writer sends what is queued (a NOTIFICATION, say) and
+    /// shuts the socket down; the reader stops at once.
+    fn drop_connection(&mut self) {
+        if let Some(connection) = self.connection.take() {
+            connection.reader_task.abort();
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Which {
+    Primary,
+    Candidate,
+}
+
 struct Peer<S> {
     id: PeerId,
-    session: Session,
+    config: SessionConfig,
+    primary: Slot,
+    candidate: Option<Slot>,
     connector: Connector<S>,
     events: mpsc::Sender<(PeerId, PeerEvent)>,
     inbound_tx: mpsc::Sender<(u64, Inbound<S>)>,
     generation: u64,
-    connection: Option<Connection>,
-    /// The generation and task of a connection attempt in progress.
+    /// The generation and task of a connection attempt in progress (the primary's).
     connecting: Option<(u64, JoinHandle<()>)>,
-    deadlines: [Option<Instant>; 4],
 }
 
 impl<S> Peer<S>
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    fn next_deadline(&self) -> Option<(Timer, Instant)> {
-        TIMERS
+    fn slot_mut(&mut self, which: Which) -> Option<&mut Slot> {
+        match which {
+            Which::Primary => Some(&mut self.primary),
+            Which::Candidate => self.candidate.as_mut(),
+        }
+    }
+
+    fn next_deadline(&self) -> Option<(Which, Timer, Instant)> {
+        let slots = [
+            (Which::Primary, Some(&self.primary)),
+            (Which::Candidate, self.candidate.as_ref()),
+        ];
+        slots
             .into_iter()
-            .filter_map(|timer| self.deadlines[timer_index(timer)].map(|at| (timer, at)))
-            .min_by_key(|(_, at)| *at)
+            .filter_map(|(which, slot)| slot.map(|slot| (which, slot)))
+            .flat_map(|(which, slot)| {
+                TIMERS.into_iter().filter_map(move |timer| {
+                    slot.deadlines[timer_index(timer)].map(|at| (which, timer, at))
+                })
+            })
+            .min_by_key(|(_, _, at)| *at)
     }
 
     async fn command(&mut self, command: PeerCommand<S>) {
         match command {
-            PeerCommand::Start => self.fsm(Event::ManualStart).await,
-            PeerCommand::Stop => self.fsm(Event::ManualStop).await,
-            PeerCommand::Accepted(stream) => match self.session.state() {
-                // Waiting for a connection: take this one, and give up our own attempt.
-                State::Connect | State::Active => {
-                    self.abandon_connect();
-                    self.adopt(stream);
-                    self.fsm(Event::TcpConnected).await;
+            PeerCommand::Start => self.fsm(Which::Primary, Event::ManualStart).await,
+            PeerCommand::Stop => {
+                if let Some(mut candidate) = self.candidate.take() {
+                    candidate.drop_connection();
                 }
-                // Idle refuses connections (RFC 4271 - Section 8.2.2). With a connection
-                // already in use, this one is a collision (Section 6.8); resolving it by
-                // BGP identifier needs a second FSM, which comes with the speaker: until
-                // then the connection in use is kept and the new one closed.
-                state => debug!(%state, "refusing a connection from the peer"),
-            },
+                self.fsm(Which::Primary, Event::ManualStop).await;
+            }
+            PeerCommand::Accepted(stream) => self.accepted(stream).await,
             PeerCommand::SendUpdates(bytes) => {
-                if self.session.state() == State::Established {
-                    if let Some(connection) = &self.connection {
+                if self.primary.session.state() == State::Established {
+                    if let Some(connection) = &self.primary.connection {
                         if connection.writer.send(bytes).is_ok() {
-                            self.fsm(Event::UpdateSent).await;
+                            self.fsm(Which::Primary, Event::UpdateSent).await;
                         }
                     }
                 }
@@ -234,7 +294,59 @@ where
         }
     }
 
+    /// A connection from the peer's address.
+    async fn accepted(&mut self, stream: S) {
+        match self.primary.session.state() {
+            // Idle refuses connections (RFC 4271 - Section 8.2.2).
+            State::Idle => debug!("refusing a connection: the session is stopped or backing off"),
+            // Waiting for a connection: take this one, and give up our own attempt.
+            State::Connect | State::Active => {
+                self.abandon_connect();
+                self.adopt(Which::Primary, stream, false);
+                self.fsm(Which::Primary, Event::TcpConnected).await;
+            }
+            // A new connection while Established: the peer has restarted and its old
+            // connection is dead (graceful restart relies on this, RFC 4724 - Section
+            // 4.2): end the old session as failed, and start again on the new one.
+            State::Established => {
+                info!("a new connection from an Established peer: it restarted");
+                self.fsm(Which::Primary, Event::TcpConnectionFails).await;
+                self.primary.session.handle(Event::ManualStart);
+                self.abandon_connect();
+                self.primary.deadlines = [None; 4];
+                self.adopt(Which::Primary, stream, false);
+                self.fsm(Which::Primary, Event::TcpConnected).await;
+            }
+            // OpenSent or OpenConfirm: a connection collision (RFC 4271 - Section 6.8).
+            // The new connection runs its own FSM until an OPEN says which one stays.
+            State::OpenSent | State::OpenConfirm => {
+                if self.candidate.is_some() {
+                    debug!("refusing a third connection while a collision is being resolved");
+                    return;
+                }
+                let config = SessionConfig {
+                    passive: true,
+                    ..self.config.clone()
+                };
+                let Ok(mut session) = Session::new(config) else {
+                    return;
+                };
+                session.handle(Event::ManualStart);
+                self.candidate = Some(Slot::new(session));
+                self.adopt(Which::Candidate, stream, false);
+                self.fsm(Which::Candidate, Event::TcpConnected).await;
+            }
+        }
+    }
+
     async fn inbound(&mut self, generation: u64, inbound: Inbound<S>) {
+        let which = if self.primary.generation() == Some(generation) {
+            Some(Which::Primary)
+        } else if self.candidate.as_ref().and_then(Slot::generation) == Some(generation) {
+            Some(Which::Candidate)
+        } else {
+            None
+        };
         match inbound {
             Inbound::Connected(stream) => {
                 if self
@@ -243,8 +355,8 @@ where
                     .is_some_and(|(g, _)| *g == generation)
                 {
                     self.connecting = None;
-                    self.adopt(stream);
-                    self.fsm(Event::TcpConnected).await;
+                    self.adopt(Which::Primary, stream, true);
+                    self.fsm(Which::Primary, Event::TcpConnected).await;
                 }
             }
             Inbound::ConnectFailed(error) => {
@@ -255,35 +367,53 @@ where
                 {
                     debug!(%error, "connection attempt failed");
                     self.connecting = None;
-                    self.fsm(Event::TcpConnectionFails).await;
+                    self.fsm(Which::Primary, Event::TcpConnectionFails).await;
                 }
             }
-            _ if self
-                .connection
-                .as_ref()
-                .is_none_or(|c| c.generation != generation) => {}
-            Inbound::Message(decoded) => self.message(decoded).await,
+            // Late news from a connection already dropped.
+            _ if which.is_none() => {}
+            Inbound::Message(decoded) => {
+                if let Some(which) = which {
+                    self.message(which, decoded).await;
+                }
+            }
             Inbound::DecodeError(error) => {
                 warn!(%error, "malformed message from the peer");
-                self.fsm(Event::MessageError(error)).await;
+                if let Some(which) = which {
+                    self.fsm(which, Event::MessageError(error)).await;
+                }
             }
             Inbound::Closed(error) => {
                 debug!(error = ?error, "connection closed");
-                self.fsm(Event::TcpConnectionFails).await;
+                if let Some(which) = which {
+                    self.fsm(which, Event::TcpConnectionFails).await;
+                }
             }
         }
     }
 
-    async fn message(&mut self, decoded: Decoded) {
+    async fn message(&mut self, which: Which, decoded: Decoded) {
         match decoded.message {
-            Message::Open(open) => self.fsm(Event::OpenReceived(open)).await,
-            Message::Keepalive => self.fsm(Event::KeepaliveReceived).await,
+            Message::Open(open) => {
+                if self.resolve_collision(which, &open).await {
+                    // This connection lost: its OPEN goes nowhere.
+                    return;
+                }
+                let which = if which == Which::Candidate && self.candidate.is_none() {
+                    Which::Primary
+                } else {
+                    which
+                };
+                self.fsm(which, Event::OpenReceived(open)).await;
+            }
+            Message::Keepalive => self.fsm(which, Event::KeepaliveReceived).await,
             Message::Notification(notification) => {
-                self.fsm(Event::NotificationReceived(notification)).await;
+                self.fsm(which, Event::NotificationReceived(notification))
+                    .await;
             }
             Message::Update(update) => {
-                self.fsm(Event::UpdateReceived).await;
-                if self.session.state() == State::Established {
+                self.fsm(which, Event::UpdateReceived).await;
+                if which == Which::Primary && self.primary.session.state() == State::Established {
                     let decoded = Decoded {
                         message: Message::Update(update),
                         errors: decoded.errors,
@@ -292,52 +422,144 @@ where
                 }
             }
             Message::RouteRefresh(refresh) => {
-                self.fsm(Event::RouteRefreshReceived).await;
-                if self.session.state() == State::Established {
+                self.fsm(which, Event::RouteRefreshReceived).await;
+                if which == Which::Primary && self.primary.session.state() == State::Established {
                     self.report(PeerEvent::RouteRefresh(refresh.family)).await;
                 }
             }
         }
     }
 
-    /// Runs an event through the FSM and carries out what it says.
-    async fn fsm(&mut self, event: Event) {
-        let before = self.session.state();
-        let actions = self.session.handle(event);
-        for action in actions {
-            self.act(action).await;
+    /// RFC 4271 - Section 6.8: an OPEN on one connection while the other is in OpenConfirm
+    /// decides the collision: the connection initiated by the speaker with the higher BGP
+    /// identifier stays, the other gets a CEASE. A candidate left alone (its rival gone)
+    /// becomes the primary. Returns whether the connection the OPEN came on lost.
+    async fn resolve_collision(&mut self, which: Which, open: &Open) -> bool {
+        let Some(candidate) = self.candidate.as_ref() else {
+            return false;
+        };
+        let other_state = match which {
+            Which::Primary => candidate.session.state(),
+            Which::Candidate => self.primary.session.state(),
+        };
+        if which == Which::Candidate
+            && matches!(
+                self.primary.session.state(),
+                State::Idle | State::Connect | State::Active
+            )
+        {
+            self.promote_candidate();
+            return false;
         }
-        let state = self.session.state();
+        if other_state != State::OpenConfirm {
+            return false;
+        }
+        let keep_local = collision_winner(self.config.router_id, open.bgp_identifier);
+        let primary_wins = if self.primary.initiated_locally == candidate.initiated_locally {
+            // Both from the peer: the newer one (the candidate) is the one it still uses.
+            false
+        } else {
+            self.primary.initiated_locally == keep_local
+        };
+        info!(primary_wins, remote = %open.bgp_identifier, "connection collision resolved");
+        if primary_wins {
+            self.fsm(Which::Candidate, Event::CollisionDump).await;
+            self.candidate = None;
+            which == Which::Candidate
+        } else {
+            self.fsm(Which::Primary, Event::CollisionDump).await;
+            self.promote_candidate();
+            which == Which::Primary
+        }
+    }
+
+    /// The candidate takes the primary's place, with the peer's own passive setting back.
+    fn promote_candidate(&mut self) {
+        let Some(mut candidate) = self.candidate.take() else {
+            return;
+        };
+        candidate.session.set_passive(self.config.passive);
+        self.primary.drop_connection();
+        self.abandon_connect();
+        self.primary = candidate;
+    }
+
+    /// Runs an event through one slot's FSM and carries out what it says. Only the
+    /// primary's changes are reported.
+    async fn fsm(&mut self, which: Which, event: Event) {
+        let Some(slot) = self.slot_mut(which) else {
+            return;
+        };
+        let before = slot.session.state();
+        let actions = slot.session.handle(event);
+        for action in actions {
+            self.act(which, action).await;
+        }
+        let Some(slot) = self.slot_mut(which) else {
+            return;
+        };
+        let state = slot.session.state();
+        if which == Which::Candidate {
+            // A candidate that failed is simply forgotten.
+            if state == State::Idle {
+                if let Some(mut candidate) = self.candidate.take() {
+                    candidate.drop_connection();
+                }
+            }
+            return;
+        }
         if state != before {
             info!(from = %before, to = %state, "BGP session state");
-            let last_error = self.session.last_error().cloned();
+            let last_error = self.primary.session.last_error().cloned();
             self.report(PeerEvent::State { state, last_error }).await;
         }
     }
 
-    async fn act(&mut self, action: Action) {
+    async fn act(&mut self, which: Which, action: Action) {
         match action {
-            Action::Connect => self.connect(),
-            Action::Disconnect => {
-                self.abandon_connect();
-                self.drop_connection();
+            Action::Connect => {
+                if which == Which::Primary {
+                    self.connect();
+                }
             }
-            Action::SendOpen(open) => self.send(&Message::Open(open)),
-            Action::SendKeepalive => self.send(&Message::Keepalive),
+            Action::Disconnect => {
+                if which == Which::Primary {
+                    self.abandon_connect();
+                }
+                if let Some(slot) = self.slot_mut(which) {
+                    slot.drop_connection();
+                }
+            }
+            Action::SendOpen(open) => self.send(which, &Message::Open(open)),
+            Action::SendKeepalive => self.send(which, &Message::Keepalive),
             Action::SendNotification(notification) => {
                 warn!(%notification, "sending NOTIFICATION");
-                self.send(&Message::Notification(notification));
+                self.send(which, &Message::Notification(notification));
             }
             Action::StartTimer(timer, duration) => {
                 let duration = match timer {
                     Timer::ConnectRetry | Timer::Keepalive => jittered(duration),
                     Timer::Hold | Timer::IdleHold => duration,
                 };
-                self.deadlines[timer_index(timer)] = Some(Instant::now() + duration);
+                if let Some(slot) = self.slot_mut(which) {
+                    slot.deadlines[timer_index(timer)] = Some(Instant::now() + duration);
+                }
             }
-            Action::StopTimer(timer) => self.deadlines[timer_index(timer)] = None,
-            Action::SessionUp(parameters) => self.report(PeerEvent::Established(parameters)).await,
-            Action::SessionDown(error) => self.report(PeerEvent::Down(error)).await,
+            Action::StopTimer(timer) => {
+                if let Some(slot) = self.slot_mut(which) {
+                    slot.deadlines[timer_index(timer)] = None;
+                }
+            }
+            Action::SessionUp(parameters) => {
+                if which == Which::Primary {
+                    self.report(PeerEvent::Established(parameters)).await;
+                }
+            }
+            Action::SessionDown(error) => {
+                if which == Which::Primary {
+                    self.report(PeerEvent::Down(error)).await;
+                }
+            }
         }
     }
 
@@ -346,8 +568,11 @@ where
         let _ = self.events.send((self.id, event)).await;
     }
 
-    fn send(&self, message: &Message) {
-        let Some(connection) = &self.connection else {
+    fn send(&mut self, which: Which, message: &Message) {
+        let Some(connection) = self
+            .slot_mut(which)
+            .and_then(|slot| slot.connection.as_ref())
+        else {
             return;
         };
         let mut bytes = Vec::new();
@@ -383,9 +608,8 @@ where
         }
     }
 
-    /// Makes `stream` this peer's connection, with a reader and a writer task.
-    fn adopt(&mut self, stream: S) {
-        self.drop_connection();
+    /// Makes `stream` the connection of a slot, with a reader and a writer task.
+    fn adopt(&mut self, which: Which, stream: S, initiated_locally: bool) {
         self.generation += 1;
         let generation = self.generation;
         let (read_half, write_half) = tokio::io::split(stream);
@@ -397,18 +621,14 @@ where
             self.inbound_tx.clone(),
         ));
         let reader_task = tokio::spawn(read_loop(read_half, generation, self.inbound_tx.clone()));
-        self.connection = Some(Connection {
-            generation,
-            writer,
-            reader_task,
-        });
-    }
-
-    /// Closes the connection: the writer sends what is queued (a NOTIFICATION, say) and
-    /// shuts the socket down; the reader stops at once.
-    fn drop_connection(&mut self) {
-        if let Some(connection) = self.connection.take() {
-            connection.reader_task.abort();
+        if let Some(slot) = self.slot_mut(which) {
+            slot.drop_connection();
+            slot.connection = Some(Connection {
+                generation,
+                writer,
+                reader_task,
+            });
+            slot.initiated_locally = initiated_locally;
         }
     }
 }
@@ -872,5 +1092,96 @@ mod tests {
             "{} distinct values of 64",
             distinct.len()
         );
+    }
+
+    fn open_with_id(bgp_identifier: Ipv4Addr) -> Message {
+        Message::Open(Open::new(64513, 90, bgp_identifier, Vec::new()))
+    }
+
+    async fn second_connection(peer: &Spawned) -> RawPeer {
+        let (ours, theirs) = tokio::io::duplex(64 * 1024);
+        command(peer, PeerCommand::Accepted(theirs)).await;
+        RawPeer {
+            stream: ours,
+            buffer: Vec::new(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collision_keeps_the_connection_of_the_higher_bgp_identifier_its_peer_opened() {
+        // We are 192.0.2.1, the peer 192.0.2.2: the peer's connection stays.
+        let (mut peer, mut first) = with_raw_peer(SessionConfig::new(64512, 64513, A_ID)).await;
+        assert!(matches!(first.receive().await, Message::Open(_)));
+        first.send(&open_with_id(B_ID), Negotiated::default()).await;
+        assert_eq!(first.receive().await, Message::Keepalive);
+        let mut second = second_connection(&peer).await;
+        assert!(matches!(second.receive().await, Message::Open(_)));
+        second
+            .send(&open_with_id(B_ID), Negotiated::default())
+            .await;
+        let Message::Notification(cease) = first.receive_not_keepalive().await else {
+            panic!("no CEASE")
+        };
+        assert_eq!(
+            (cease.code, cease.subcode),
+            (
+                error_code::CEASE,
+                cease_subcode::CONNECTION_COLLISION_RESOLUTION
+            )
+        );
+        assert_eq!(second.receive().await, Message::Keepalive);
+        second
+            .send(&Message::Keepalive, Negotiated::default())
+            .await;
+        let up = wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
+        assert!(matches!(up, PeerEvent::Established(p) if p.peer_router_id == B_ID));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_collision_keeps_our_connection_when_our_bgp_identifier_is_higher() {
+        let ours = Ipv4Addr::new(192, 0, 2, 9);
+        let (mut peer, mut first) = with_raw_peer(SessionConfig::new(64512, 64513, ours)).await;
+        assert!(matches!(first.receive().await, Message::Open(_)));
+        first.send(&open_with_id(B_ID), Negotiated::default()).await;
+        assert_eq!(first.receive().await, Message::Keepalive);
+        let mut second = second_connection(&peer).await;
+        assert!(matches!(second.receive().await, Message::Open(_)));
+        second
+            .send(&open_with_id(B_ID), Negotiated::default())
+            .await;
+        let Message::Notification(cease) = second.receive_not_keepalive().await else {
+            panic!("no CEASE")
+        };
+        assert_eq!(
+            (cease.code, cease.subcode),
+            (
+                error_code::CEASE,
+                cease_subcode::CONNECTION_COLLISION_RESOLUTION
+            )
+        );
+        first.send(&Message::Keepalive, Negotiated::default()).await;
+        wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_new_connection_from_an_established_peer_means_it_restarted() {
+        let (mut peer, mut first) = with_raw_peer(SessionConfig::new(64512, 64513, A_ID)).await;
+        first.receive().await;
+        first
+            .send(&open_from_b(64513, 90), Negotiated::default())
+            .await;
+        first.send(&Message::Keepalive, Negotiated::default()).await;
+        wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
+        let mut second = second_connection(&peer).await;
+        let down = wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Down(_))).await;
+        assert_eq!(down, PeerEvent::Down(SessionError::ConnectionFailed));
+        assert!(matches!(second.receive().await, Message::Open(_)));
+        second
+            .send(&open_from_b(64513, 90), Negotiated::default())
+            .await;
+        second
+            .send(&Message::Keepalive, Negotiated::default())
+            .await;
+        wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
     }
 }
