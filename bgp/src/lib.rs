@@ -10,9 +10,9 @@
 //! |---|---|---|
 //! | [`packet`] | the wire codec: bytes ⇄ [`packet::Message`], RFC 7606 error classes | none (pure) |
 //! | [`neighbor`] | the RFC 4271 §8 session FSM of one peer, as a pure state machine: event in, actions out | its [`neighbor::Session`] |
-//! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`, its timers, its socket |
+//! | [`tasks`] | the tokio tasks of one peer: the peer task (FSM + timers, a second FSM while a connection collision is resolved) and, per connection, a reader (frame + decode) and a writer | the peer's `Session`s, their timers and sockets |
 //! | [`net`] | TCP for sessions: listener, connector, TCP MD5 (RFC 2385), TTL security (RFC 5082) | the sockets it opens |
-//! | [`speaker`] | the owner task: peers by address, the tables, import → decision → export, per-peer Adj-RIB-Out (prefixes sent), the agent's API (commands in, batches of [`speaker::RouteChange`] out, peer table) | every peer's handle, all routes |
+//! | [`speaker`] | the owner task: peers by address, the tables, import → decision → export, per-peer Adj-RIB-Out (prefixes sent), graceful restart (stale routes, restart timers, End-of-RIB), the agent's API (commands in, batches of [`speaker::RouteChange`] out, peer table) | every peer's handle, all routes |
 //! | [`rib`] | interned attributes; per family one table of every accepted path per prefix (post-policy Adj-RIBs-In) with the best first (Loc-RIB); the §9.1 decision | (owned by the speaker) |
 //! | [`propagation`] | the protocol's import and export rules: loop checks, split horizon, route reflection, next hop and AS path rewriting | none (pure) |
 //! | [`daemon`] | `tortie-bgpd`'s YAML configuration and its peer and route tables (`src/bin/tortie-bgpd.rs` is the binary) | none |
