@@ -191,11 +191,23 @@ pub struct PathAttributes {
     /// Empty means absent (RFC 7606 - Section 7.10).
     pub cluster_list: Vec<Ipv4Addr>,
     pub unknown: Vec<RawAttribute>,
+    /// Which recognized optional transitive attributes came with the Partial bit: RFC 4271
+    /// - Section 5 forbids clearing it when passing them on.
+    pub partial: Partial,
     /// Not a wire attribute: the next hop of a route carried in MP_REACH_NLRI, kept with
     /// its attributes in the RIB so that one interned value says where the route goes.
     /// The decoder leaves it empty (the next hop is in [`MpReach`]) and the encoder
     /// ignores it.
     pub mp_next_hop: Option<NextHop>,
+}
+
+/// The Partial bits of the recognized optional transitive attributes (RFC 4271 - Section
+/// 4.3: some AS on the way did not recognize them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Partial {
+    pub aggregator: bool,
+    pub communities: bool,
+    pub large_communities: bool,
 }
 
 impl PathAttributes {
@@ -366,9 +378,17 @@ pub(crate) fn decode_attributes(
             }
         }
 
-        if let Err((kind, action)) =
-            decode_known(type_code, value, negotiated, &mut decoded, &mut as4)
-        {
+        let outcome = decode_known(type_code, value, negotiated, &mut decoded, &mut as4);
+        if outcome.is_ok() && flags & flag::PARTIAL != 0 {
+            let partial = &mut decoded.attributes.partial;
+            match type_code {
+                ty::AGGREGATOR => partial.aggregator = true,
+                ty::COMMUNITIES => partial.communities = true,
+                ty::LARGE_COMMUNITIES => partial.large_communities = true,
+                _ => {}
+            }
+        }
+        if let Err((kind, action)) = outcome {
             let attribute_error = error(kind, action);
             if action == ErrorAction::SessionReset {
                 return Err(UpdateError::Attribute(attribute_error));
@@ -979,8 +999,10 @@ pub(crate) fn encode_attributes(
     if attributes.atomic_aggregate {
         put_attribute(out, flag::WELL_KNOWN, ty::ATOMIC_AGGREGATE, |_| Ok(()))?;
     }
+    let partial = |set: bool| if set { flag::PARTIAL } else { 0 };
     if let Some(aggregator) = attributes.aggregator {
-        put_attribute(out, flag::OPTIONAL_TRANSITIVE, ty::AGGREGATOR, |out| {
+        let flags = flag::OPTIONAL_TRANSITIVE | partial(attributes.partial.aggregator);
+        put_attribute(out, flags, ty::AGGREGATOR, |out| {
             if four_octet {
                 out.extend_from_slice(&aggregator.asn.to_be_bytes());
             } else {
@@ -995,7 +1017,8 @@ pub(crate) fn encode_attributes(
         })?;
     }
     if !attributes.communities.is_empty() {
-        put_attribute(out, flag::OPTIONAL_TRANSITIVE, ty::COMMUNITIES, |out| {
+        let flags = flag::OPTIONAL_TRANSITIVE | partial(attributes.partial.communities);
+        put_attribute(out, flags, ty::COMMUNITIES, |out| {
             attributes
                 .communities
                 .iter()
@@ -1063,7 +1086,7 @@ pub(crate) fn encode_attributes(
     if !attributes.large_communities.is_empty() {
         put_attribute(
             out,
-            flag::OPTIONAL_TRANSITIVE,
+            flag::OPTIONAL_TRANSITIVE | partial(attributes.partial.large_communities),
             ty::LARGE_COMMUNITIES,
             |out| {
                 for c in &attributes.large_communities {
@@ -1634,5 +1657,25 @@ mod tests {
         ]
         .concat();
         assert_eq!(wire, expected);
+    }
+
+    #[test]
+    fn a_partial_bit_on_a_recognized_transitive_attribute_is_kept_for_passing_on() {
+        let decoded = decode(&with(3, &[0xE0, 8, 4, 0xFD, 0xE8, 0, 7]), &FOUR);
+        assert!(decoded.errors.is_empty());
+        let attributes = attributes(&decoded).clone();
+        assert_eq!(
+            attributes.partial,
+            Partial {
+                communities: true,
+                ..Partial::default()
+            }
+        );
+        let mut wire = Vec::new();
+        encode_attributes(&attributes, None, None, &FOUR, &mut wire).expect("encodes");
+        assert!(
+            wire.windows(3).any(|w| w == [0xE0, 8, 4]),
+            "COMMUNITIES sent without its Partial bit"
+        );
     }
 }

@@ -16,7 +16,7 @@ pub mod message;
 mod tests;
 
 pub use attribute::{
-    Aggregator, AsPath, AsSegment, Community, LargeCommunity, MpReach, NextHop, Origin,
+    Aggregator, AsPath, AsSegment, Community, LargeCommunity, MpReach, NextHop, Origin, Partial,
     PathAttributes, Prefixes, RawAttribute, SegmentKind,
 };
 pub use capability::{Capability, Family, GracefulRestart, GracefulRestartFamily};

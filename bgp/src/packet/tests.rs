@@ -137,6 +137,7 @@ fn path_attributes(four_octet_as: bool) -> impl Strategy<Value = PathAttributes>
             origin,
             proptest::option::of(path),
             proptest::option::of(ipv4()),
+            any::<[bool; 3]>(),
         ),
         (
             proptest::option::of(any::<u32>()),
@@ -152,24 +153,33 @@ fn path_attributes(four_octet_as: bool) -> impl Strategy<Value = PathAttributes>
     )
         .prop_map(
             |(
-                (origin, as_path, next_hop),
+                (origin, as_path, next_hop, partial),
                 (multi_exit_disc, local_pref, atomic_aggregate),
                 (aggregator, communities, large_communities),
                 (originator_id, cluster_list, unknown),
-            )| PathAttributes {
-                origin,
-                as_path,
-                next_hop,
-                multi_exit_disc,
-                local_pref,
-                atomic_aggregate,
-                aggregator,
-                communities,
-                large_communities,
-                originator_id,
-                cluster_list,
-                unknown,
-                mp_next_hop: None,
+            )| {
+                // The Partial bit travels with an attribute: only present ones have it.
+                let partial = Partial {
+                    aggregator: partial[0] && aggregator.is_some(),
+                    communities: partial[1] && !communities.is_empty(),
+                    large_communities: partial[2] && !large_communities.is_empty(),
+                };
+                PathAttributes {
+                    origin,
+                    as_path,
+                    next_hop,
+                    multi_exit_disc,
+                    local_pref,
+                    atomic_aggregate,
+                    aggregator,
+                    communities,
+                    large_communities,
+                    originator_id,
+                    cluster_list,
+                    partial,
+                    unknown,
+                    mp_next_hop: None,
+                }
             },
         )
 }
