@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::net::{BGP_PORT, MD5_MAX_KEY_LEN};
 use crate::packet::{Community, Origin, PathAttributes, SegmentKind};
+use crate::policy::{Change, Conditions, Policy, PrefixMatch, Rule, Verdict};
 use crate::speaker::{BestRoute, GracefulRestartSettings, PeerConfig, PeerStatus, SpeakerConfig};
 
 /// The configuration file.
@@ -82,6 +83,61 @@ pub struct PeerSettings {
     /// `listen` when that is a specific address.
     #[serde(default)]
     pub local_address: Option<IpAddr>,
+    /// Policy for routes from the peer (default: accept all).
+    #[serde(default)]
+    pub import: Option<PolicySettings>,
+    /// Policy for routes to the peer (default: accept all).
+    #[serde(default)]
+    pub export: Option<PolicySettings>,
+}
+
+/// A policy in the configuration file: rules in order, the first that matches decides.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySettings {
+    #[serde(default)]
+    pub rules: Vec<RuleSettings>,
+    /// What happens to routes no rule matches.
+    #[serde(default = "accept")]
+    pub default: Decision,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Accept,
+    Reject,
+}
+
+fn accept() -> Decision {
+    Decision::Accept
+}
+
+/// One rule: conditions (all must hold), a decision, and for an accept what to change.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSettings {
+    /// Prefix-list entries, any of which may match: `10.0.0.0/8`, `10.0.0.0/8 le 24`,
+    /// `10.0.0.0/8 ge 26 le 26`.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Communities that must all be present, as `asn:value`.
+    #[serde(default)]
+    pub communities: Vec<String>,
+    #[serde(default)]
+    pub as_path_contains: Option<u32>,
+    pub action: Decision,
+    #[serde(default)]
+    pub set_local_pref: Option<u32>,
+    #[serde(default)]
+    pub set_med: Option<u32>,
+    #[serde(default)]
+    pub add_communities: Vec<String>,
+    #[serde(default)]
+    pub remove_communities: Vec<String>,
+    /// Prepend this speaker's AS this many times.
+    #[serde(default)]
+    pub prepend: Option<u8>,
 }
 
 /// A prefix the daemon announces.
@@ -133,6 +189,12 @@ pub enum ConfigError {
     Password(IpAddr),
     #[error("originate {prefix}: community {value:?} is not asn:value with two 16-bit numbers")]
     Community { prefix: IpNet, value: String },
+    #[error("peer {peer}: policy community {value:?} is not asn:value with two 16-bit numbers")]
+    PolicyCommunity { peer: IpAddr, value: String },
+    #[error(
+        "peer {peer}: prefix-list entry {value:?} is not PREFIX [ge N] [le N] with lengths that fit the prefix"
+    )]
+    PrefixEntry { peer: IpAddr, value: String },
 }
 
 impl DaemonConfig {
@@ -170,6 +232,9 @@ impl DaemonConfig {
                 return Err(ConfigError::Password(peer.address));
             }
             self.local_address(peer)?;
+            for policy in [&peer.import, &peer.export].into_iter().flatten() {
+                policy.to_policy(peer.address, self.asn)?;
+            }
         }
         for origination in &self.originate {
             origination.attributes()?;
@@ -212,6 +277,18 @@ impl DaemonConfig {
             route_reflector_client: peer.route_reflector_client,
             next_hop_self: peer.next_hop_self,
             label: label.to_string(),
+            import_policy: peer
+                .import
+                .as_ref()
+                .map(|p| p.to_policy(peer.address, self.asn))
+                .transpose()?
+                .unwrap_or_default(),
+            export_policy: peer
+                .export
+                .as_ref()
+                .map(|p| p.to_policy(peer.address, self.asn))
+                .transpose()?
+                .unwrap_or_default(),
             ..PeerConfig::new(peer.address, peer.asn, self.local_address(peer)?)
         })
     }
@@ -236,6 +313,91 @@ impl Origination {
             ..PathAttributes::default()
         })
     }
+}
+
+impl PolicySettings {
+    /// The policy value; `asn` is this speaker's, for `prepend`.
+    pub fn to_policy(&self, peer: IpAddr, asn: u32) -> Result<Policy, ConfigError> {
+        let community = |value: &String| {
+            parse_community(value).ok_or_else(|| ConfigError::PolicyCommunity {
+                peer,
+                value: value.clone(),
+            })
+        };
+        let rules = self
+            .rules
+            .iter()
+            .map(|rule| {
+                let conditions = Conditions {
+                    prefixes: rule
+                        .prefixes
+                        .iter()
+                        .map(|value| {
+                            parse_prefix_entry(value).ok_or_else(|| ConfigError::PrefixEntry {
+                                peer,
+                                value: value.clone(),
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
+                    communities: rule
+                        .communities
+                        .iter()
+                        .map(community)
+                        .collect::<Result<_, _>>()?,
+                    as_path_contains: rule.as_path_contains,
+                };
+                let verdict = match rule.action {
+                    Decision::Reject => Verdict::Reject,
+                    Decision::Accept => {
+                        let mut changes = Vec::new();
+                        changes.extend(rule.set_local_pref.map(Change::LocalPref));
+                        changes.extend(rule.set_med.map(Change::Med));
+                        for value in &rule.add_communities {
+                            changes.push(Change::AddCommunity(community(value)?));
+                        }
+                        for value in &rule.remove_communities {
+                            changes.push(Change::RemoveCommunity(community(value)?));
+                        }
+                        changes.extend(rule.prepend.map(|times| Change::Prepend { asn, times }));
+                        Verdict::Accept(changes)
+                    }
+                };
+                Ok(Rule {
+                    conditions,
+                    verdict,
+                })
+            })
+            .collect::<Result<_, ConfigError>>()?;
+        Ok(Policy {
+            rules,
+            default_accept: self.default == Decision::Accept,
+        })
+    }
+}
+
+/// `PREFIX [ge N] [le N]`, with lengths no shorter than the prefix's and no longer than
+/// the family allows.
+fn parse_prefix_entry(value: &str) -> Option<PrefixMatch> {
+    let mut words = value.split_whitespace();
+    let prefix: IpNet = words.next()?.parse().ok()?;
+    let (mut ge, mut le) = (None, None);
+    while let Some(keyword) = words.next() {
+        let length: u8 = words.next()?.parse().ok()?;
+        if length < prefix.prefix_len() || length > prefix.max_prefix_len() {
+            return None;
+        }
+        match keyword {
+            "ge" if ge.is_none() => ge = Some(length),
+            "le" if le.is_none() => le = Some(length),
+            _ => return None,
+        }
+    }
+    if let (Some(ge), Some(le)) = (ge, le) {
+        if ge > le {
+            return None;
+        }
+    }
+    Some(PrefixMatch { prefix, ge, le })
 }
 
 fn parse_community(value: &str) -> Option<Community> {
@@ -471,6 +633,46 @@ originate:
         assert_eq!(peer.local_address, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
         let attributes = config.originate[0].attributes().expect("valid");
         assert_eq!(attributes.communities, vec![Community((64512 << 16) | 100)]);
+    }
+
+    #[test]
+    fn policies_are_read_into_values() {
+        let text = EXAMPLE.replace(
+            "    route_reflector_client: true\n",
+            "    route_reflector_client: true\n    import:\n      default: reject\n      rules:\n        - prefixes: [\"10.0.0.0/8 ge 26 le 26\"]\n          communities: [\"64512:1\"]\n          action: accept\n          set_local_pref: 200\n          prepend: 2\n",
+        );
+        let config = DaemonConfig::parse(&text).expect("valid");
+        let peer = config.peer(&config.peers[1]).expect("valid peer");
+        let policy = peer.import_policy;
+        assert!(!policy.default_accept);
+        assert_eq!(
+            policy.rules[0].conditions.prefixes,
+            vec![PrefixMatch {
+                prefix: "10.0.0.0/8".parse().expect("literal"),
+                ge: Some(26),
+                le: Some(26)
+            }]
+        );
+        assert_eq!(
+            policy.rules[0].verdict,
+            Verdict::Accept(vec![
+                Change::LocalPref(200),
+                Change::Prepend {
+                    asn: 64512,
+                    times: 2
+                }
+            ])
+        );
+        let bad = text.replace("ge 26 le 26", "ge 4");
+        assert!(matches!(
+            DaemonConfig::parse(&bad),
+            Err(ConfigError::PrefixEntry { .. })
+        ));
+        let bad = text.replace("\"64512:1\"", "\"x\"");
+        assert!(matches!(
+            DaemonConfig::parse(&bad),
+            Err(ConfigError::PolicyCommunity { .. })
+        ));
     }
 
     #[test]
