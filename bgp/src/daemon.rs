@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::net::{BGP_PORT, MD5_MAX_KEY_LEN};
-use crate::packet::{Community, Origin, PathAttributes, SegmentKind};
+use crate::packet::{Community, Family, Origin, PathAttributes, SegmentKind};
 use crate::policy::{Change, Conditions, Policy, PrefixMatch, Rule, Verdict};
 use crate::speaker::{BestRoute, GracefulRestartSettings, PeerConfig, PeerStatus, SpeakerConfig};
 
@@ -83,12 +83,32 @@ pub struct PeerSettings {
     /// `listen` when that is a specific address.
     #[serde(default)]
     pub local_address: Option<IpAddr>,
+    /// Address families to offer: `ipv4`, `ipv6` (default: the family of `address`).
+    #[serde(default)]
+    pub families: Option<Vec<FamilyName>>,
     /// Policy for routes from the peer (default: accept all).
     #[serde(default)]
     pub import: Option<PolicySettings>,
     /// Policy for routes to the peer (default: accept all).
     #[serde(default)]
     pub export: Option<PolicySettings>,
+}
+
+/// An address family as the configuration file names it (unicast is implied).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FamilyName {
+    Ipv4,
+    Ipv6,
+}
+
+impl From<FamilyName> for Family {
+    fn from(name: FamilyName) -> Family {
+        match name {
+            FamilyName::Ipv4 => Family::IPV4_UNICAST,
+            FamilyName::Ipv6 => Family::IPV6_UNICAST,
+        }
+    }
 }
 
 /// A policy in the configuration file: rules in order, the first that matches decides.
@@ -277,6 +297,10 @@ impl DaemonConfig {
             route_reflector_client: peer.route_reflector_client,
             next_hop_self: peer.next_hop_self,
             label: label.to_string(),
+            families: match &peer.families {
+                Some(names) => names.iter().copied().map(Family::from).collect(),
+                None => PeerConfig::new(peer.address, peer.asn, peer.address).families,
+            },
             import_policy: peer
                 .import
                 .as_ref()
@@ -601,6 +625,7 @@ peers:
     asn: 64513
     password: s3cret
     ttl_security: 1
+    families: [ipv4, ipv6]
   - address: 192.0.2.3
     asn: 64512
     passive: true
@@ -625,6 +650,11 @@ originate:
         );
         assert_eq!(config.peers[0].hold_time, 90);
         assert_eq!(config.peers[0].ttl_security, Some(1));
+        let first = config.peer(&config.peers[0]).expect("valid peer");
+        assert_eq!(
+            first.families,
+            vec![Family::IPV4_UNICAST, Family::IPV6_UNICAST]
+        );
         let peer = config.peer(&config.peers[1]).expect("valid peer");
         assert_eq!(
             (peer.label.as_str(), peer.hold_time, peer.passive),
