@@ -247,7 +247,7 @@ pub struct Table<P> {
     free_many: Vec<u32>,
     /// Paths per peer, kept as they come and go so that the peer table's "accepted"
     /// costs nothing to read.
-    counts: HashMap<PeerId, usize>,
+    counts: HashMap<PeerId, usize, BuildHasherDefault<PrefixHasher>>,
 }
 
 impl<P> Default for Table<P> {
@@ -256,7 +256,7 @@ impl<P> Default for Table<P> {
             destinations: HashMap::default(),
             many: Vec::new(),
             free_many: Vec::new(),
-            counts: HashMap::new(),
+            counts: HashMap::default(),
         }
     }
 }
