@@ -83,7 +83,7 @@
 //! entry), counts attribute references by hand and hashes prefixes with a folded
 //! multiply. Measured (`cargo bench -p tortie-bgp --bench ingest`, one core, machine
 //! shared with two compiling neighbours): 1M /24s framed, decoded, interned and inserted
-//! in **80 ms, 34 MiB** of RSS growth. The first version, with an `Arc` per path, SipHash
+//! in **80 to 90 ms, 34 MiB** of RSS growth. The first version, with an `Arc` per path, SipHash
 //! and the paths in an enum, took 382 ms and 66 MiB: half of that time was the atomic
 //! reference counts.
 //!
