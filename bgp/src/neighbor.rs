@@ -358,6 +358,15 @@ impl Session {
         self.last_error.as_ref()
     }
 
+    /// Whether both sides advertised the graceful restart capability in this session's
+    /// OPENs (RFC 4724 - Section 3), so that its procedures apply to the session.
+    pub fn graceful_restart_negotiated(&self) -> bool {
+        self.config.graceful_restart.is_some()
+            && self
+                .parameters()
+                .is_some_and(|p| p.peer_graceful_restart.is_some())
+    }
+
     pub fn connect_retry_counter(&self) -> u32 {
         self.connect_retry_counter
     }

@@ -19,9 +19,10 @@
 //!
 //! A second connection from the peer while the first is in OpenSent or OpenConfirm is a
 //! collision (RFC 4271 - Section 6.8): it gets an FSM of its own (the candidate) until an
-//! OPEN decides which connection stays. A new connection while Established means the peer
-//! restarted: the old session ends as failed (so graceful restart keeps its routes) and
-//! the new one takes over.
+//! OPEN decides which connection stays. A new connection while Established is closed
+//! (RFC 4271 - Section 6.8), unless graceful restart was negotiated with the peer: then it
+//! means the peer restarted (RFC 4724 - Section 4.2), the old session ends as failed (so
+//! its routes are kept as stale) and the new one takes over.
 
 use std::future::Future;
 use std::io;
@@ -304,11 +305,24 @@ where
                 self.adopt(Which::Primary, stream, false);
                 self.fsm(Which::Primary, Event::TcpConnected).await;
             }
-            // A new connection while Established: the peer has restarted and its old
-            // connection is dead (graceful restart relies on this, RFC 4724 - Section
-            // 4.2): end the old session as failed, and start again on the new one.
+            // RFC 4271 - Section 6.8: a collision with a connection in Established closes
+            // the newly created connection. A restarting peer with graceful restart
+            // would then wait out our hold timer before it could come back, so RFC 4724
+            // - Section 4.2 has the receiving speaker take a new connection from such a
+            // peer as its restart: end the old session as failed (its routes kept as
+            // stale), and start again on the new one. Only when both sides advertised
+            // the capability; otherwise the established session stays.
+            State::Established if !self.primary.session.graceful_restart_negotiated() => {
+                debug!(
+                    "closing a new connection: the session is Established and graceful \
+                     restart was not negotiated"
+                );
+                drop(stream);
+            }
             State::Established => {
-                info!("a new connection from an Established peer: it restarted");
+                info!(
+                    "a new connection from an Established peer with graceful restart: it restarted"
+                );
                 self.fsm(Which::Primary, Event::TcpConnectionFails).await;
                 self.primary.session.handle(Event::ManualStart);
                 self.abandon_connect();
@@ -732,7 +746,9 @@ mod tests {
 
     use super::*;
     use crate::packet::consts::{cease_subcode, error_code, open_subcode};
-    use crate::packet::{AsPath, AsSegment, Origin, PathAttributes, SegmentKind, Update};
+    use crate::packet::{
+        AsPath, AsSegment, Capability, GracefulRestart, Origin, PathAttributes, SegmentKind, Update,
+    };
 
     const A_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const B_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -1162,12 +1178,34 @@ mod tests {
         wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
     }
 
+    fn graceful_restart() -> GracefulRestart {
+        GracefulRestart {
+            restart_state: false,
+            notification: false,
+            restart_time: 120,
+            families: Vec::new(),
+        }
+    }
+
+    fn open_from_b_with_graceful_restart() -> Message {
+        Message::Open(Open::new(
+            64513,
+            90,
+            B_ID,
+            vec![Capability::GracefulRestart(graceful_restart())],
+        ))
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_new_connection_from_an_established_peer_means_it_restarted() {
-        let (mut peer, mut first) = with_raw_peer(SessionConfig::new(64512, 64513, A_ID)).await;
+    async fn a_new_connection_from_an_established_peer_with_graceful_restart_means_it_restarted() {
+        let config = SessionConfig {
+            graceful_restart: Some(graceful_restart()),
+            ..SessionConfig::new(64512, 64513, A_ID)
+        };
+        let (mut peer, mut first) = with_raw_peer(config).await;
         first.receive().await;
         first
-            .send(&open_from_b(64513, 90), Negotiated::default())
+            .send(&open_from_b_with_graceful_restart(), Negotiated::default())
             .await;
         first.send(&Message::Keepalive, Negotiated::default()).await;
         wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
@@ -1176,11 +1214,54 @@ mod tests {
         assert_eq!(down, PeerEvent::Down(SessionError::ConnectionFailed));
         assert!(matches!(second.receive().await, Message::Open(_)));
         second
-            .send(&open_from_b(64513, 90), Negotiated::default())
+            .send(&open_from_b_with_graceful_restart(), Negotiated::default())
             .await;
         second
             .send(&Message::Keepalive, Negotiated::default())
             .await;
         wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
+    }
+
+    /// Without graceful restart in both OPENs, RFC 4271 - Section 6.8 holds: the new
+    /// connection is closed and the Established session carries on.
+    #[tokio::test(start_paused = true)]
+    async fn without_graceful_restart_a_new_connection_from_an_established_peer_is_closed() {
+        for (ours, theirs) in [
+            (None, open_from_b(64513, 90)),
+            (None, open_from_b_with_graceful_restart()),
+            (Some(graceful_restart()), open_from_b(64513, 90)),
+        ] {
+            let config = SessionConfig {
+                graceful_restart: ours.clone(),
+                ..SessionConfig::new(64512, 64513, A_ID)
+            };
+            let (mut peer, mut first) = with_raw_peer(config).await;
+            first.receive().await;
+            first.send(&theirs, Negotiated::default()).await;
+            first.send(&Message::Keepalive, Negotiated::default()).await;
+            wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
+            let mut second = second_connection(&peer).await;
+            let mut buffer = Vec::new();
+            let read = second
+                .stream
+                .read_buf(&mut buffer)
+                .await
+                .expect("pipe readable");
+            assert_eq!(
+                (read, buffer.len()),
+                (0, 0),
+                "ours {ours:?}, theirs {theirs:?}: the new connection got bytes instead of being closed"
+            );
+            // The old session is still up: it answers on the old connection and reports
+            // no Down.
+            first.send(&Message::Keepalive, Negotiated::default()).await;
+            assert_eq!(first.receive().await, Message::Keepalive);
+            while let Ok((_, event)) = peer.events.try_recv() {
+                assert!(
+                    !matches!(event, PeerEvent::Down(_)),
+                    "ours {ours:?}, theirs {theirs:?}: the session went down: {event:?}"
+                );
+            }
+        }
     }
 }
