@@ -196,7 +196,14 @@ pub fn listen(address: SocketAddr, passwords: &[(IpAddr, String)]) -> io::Result
         }
     }
     for (peer, password) in passwords {
-        set_md5_password(&socket, *peer, password)?;
+        // An IPv6 listener takes IPv4 connections as IPv4-mapped addresses, and the
+        // kernel only accepts a key of its own family: an IPv4 peer's key goes in as the
+        // mapped address (which Linux files as an IPv4 key), not as an AF_INET address.
+        let peer = match (address, peer) {
+            (SocketAddr::V6(_), IpAddr::V4(v4)) => IpAddr::V6(v4.to_ipv6_mapped()),
+            _ => *peer,
+        };
+        set_md5_password(&socket, peer, password)?;
     }
     socket.bind(address)?;
     socket.listen(64)
@@ -241,6 +248,31 @@ mod tests {
         let mut buffer = [0u8; 4];
         server.read_exact(&mut buffer).await.expect("reads");
         assert_eq!(&buffer, b"open");
+    }
+
+    /// A dual-stack listener (the IPv6 wildcard) with an IPv4 peer's password: the key
+    /// must go in as the IPv4-mapped address, or the kernel refuses it (EINVAL) and the
+    /// daemon cannot start. The IPv4 peer then connects with the password.
+    #[tokio::test]
+    async fn a_dual_stack_listener_takes_an_ipv4_peers_md5_password() {
+        let wildcard = SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 0);
+        let listener = listen(wildcard, &[(LOOPBACK, "s3cret".to_string())]).expect("listens");
+        let port = listener.local_addr().expect("bound").port();
+        let dial = Dial {
+            peer: SocketAddr::new(LOOPBACK, port),
+            local_address: Some(LOOPBACK),
+            password: Some("s3cret".to_string()),
+            ttl_security: None,
+        };
+        let both = async { tokio::join!(connect(&dial), listener.accept()) };
+        let Ok((client, accepted)) =
+            tokio::time::timeout(std::time::Duration::from_secs(30), both).await
+        else {
+            panic!("no connection within 30 s: the listener's MD5 key does not match")
+        };
+        client.expect("connects");
+        let (_, from) = accepted.expect("accepts");
+        assert_eq!(from.ip(), IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()));
     }
 
     #[test]
