@@ -600,6 +600,7 @@ where
     }
 
     fn connect(&mut self) {
+        debug!("connecting");
         self.abandon_connect();
         self.generation += 1;
         let generation = self.generation;
@@ -617,6 +618,10 @@ where
 
     fn abandon_connect(&mut self) {
         if let Some((_, task)) = self.connecting.take() {
+            // Still pending: no answer yet (when the connect-retry timer ends it, a peer
+            // that is down, filtered, or dropping our SYNs for a wrong MD5 password), or
+            // the peer's own connection came first.
+            debug!("connection attempt abandoned before it completed");
             task.abort();
         }
     }
