@@ -515,6 +515,9 @@ pub struct RouteRow {
     /// The peer it was learned from, or `local`.
     pub from: String,
     pub paths: usize,
+    /// Kept from a gracefully restarting peer, not yet refreshed.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 impl From<&BestRoute> for RouteRow {
@@ -563,6 +566,7 @@ impl From<&BestRoute> for RouteRow {
                 .from
                 .map_or_else(|| "local".to_string(), |address| address.to_string()),
             paths: route.paths,
+            stale: route.stale,
         }
     }
 }
@@ -635,7 +639,11 @@ pub fn render_routes(rows: &[RouteRow]) -> String {
                 row.next_hop.map_or_else(String::new, |n| n.to_string()),
                 row.as_path.clone(),
                 row.origin.clone(),
-                row.from.clone(),
+                if row.stale {
+                    format!("{} (stale)", row.from)
+                } else {
+                    row.from.clone()
+                },
                 row.communities.join(" "),
             ]
         })

@@ -161,6 +161,9 @@ pub struct BestRoute {
     pub from: Option<IpAddr>,
     /// How many paths the table holds for the prefix.
     pub paths: usize,
+    /// Kept from a gracefully restarting peer's previous session, not yet refreshed
+    /// (RFC 4724 - Section 4.2).
+    pub stale: bool,
 }
 
 /// A change of best route, for the agent to turn into a kernel route
@@ -411,6 +414,7 @@ where
                                 .get(&path.peer.base())
                                 .map(|entry| entry.config.address),
                             paths: self.paths_count(&prefix),
+                            stale: path.peer != path.peer.base(),
                         })
                     }));
                 }
@@ -1568,6 +1572,18 @@ mod tests {
             .collect()
     }
 
+    /// The best routes' prefixes, each with whether it is stale.
+    async fn routes_and_staleness(node: &Node) -> Vec<(IpNet, bool)> {
+        let (reply, answer) = oneshot::channel();
+        command(node, SpeakerCommand::Routes(reply)).await;
+        answer
+            .await
+            .expect("the speaker answers")
+            .into_iter()
+            .map(|r| (r.prefix, r.stale))
+            .collect()
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_restarting_peers_routes_stay_until_its_end_of_rib() {
         let settings = GracefulRestartSettings {
@@ -1595,8 +1611,11 @@ mod tests {
         drop(raw);
         wait_for_state(&a, State::Active).await;
         assert_eq!(
-            routes(&a).await,
-            vec![block("198.51.100.0/24"), block("203.0.113.0/24")]
+            routes_and_staleness(&a).await,
+            vec![
+                (block("198.51.100.0/24"), true),
+                (block("203.0.113.0/24"), true)
+            ]
         );
         assert!(
             a.pending.is_empty() && a.routes.try_recv().is_err(),
@@ -1617,7 +1636,10 @@ mod tests {
                 break;
             }
         }
-        assert_eq!(routes(&a).await, vec![block("198.51.100.0/24")]);
+        assert_eq!(
+            routes_and_staleness(&a).await,
+            vec![(block("198.51.100.0/24"), false)]
+        );
         assert_eq!(peers(&a).await[0].accepted, 1);
 
         // Gone for good: the stale route goes when the restart time (60 s) is over.
