@@ -317,12 +317,12 @@ fn graceful_restart(kind: PeerKind) {
             other => Err(format!("{other:?}")),
         },
     );
-    // Down, and the routes still there: kept as stale for the peer's restart time.
-    let routes = tortie.routes();
+    // Down, and the routes still there: kept, marked stale, for the peer's restart time.
     for kept in ["198.18.40.0/24", "198.18.41.0/24"] {
-        assert!(
-            routes.iter().any(|r| r.prefix == prefix(kept)),
-            "{kept} not kept while the peer restarts: {routes:?}\n{}",
+        assert_eq!(
+            tortie.is_stale(prefix(kept)),
+            Some(true),
+            "{kept} not kept as stale while the peer restarts:\n{}",
             tortie.explain(prefix(kept))
         );
     }
@@ -331,6 +331,12 @@ fn graceful_restart(kind: PeerKind) {
     tortie.wait_established(lan.v4(1));
     tortie.wait_route("198.18.40.0/24", ROUTES_WITHIN, &|r| r.med == Some(2));
     tortie.wait_no_route("198.18.41.0/24", ROUTES_WITHIN);
+    assert_eq!(
+        tortie.is_stale(prefix("198.18.40.0/24")),
+        Some(false),
+        "refreshed, yet still stale:\n{}",
+        tortie.explain(prefix("198.18.40.0/24"))
+    );
     peer.wait_established(lan.v4(0));
 }
 

@@ -131,6 +131,26 @@ impl TortieBgpd {
     }
 }
 
+impl TortieBgpd {
+    /// Whether the best route for `prefix` is stale (kept from a gracefully restarting
+    /// peer, not yet refreshed); `None` if there is no route or the daemon did not answer.
+    pub fn is_stale(&self, prefix: IpNet) -> Option<bool> {
+        let output = self.cli(&["show", "rib", "-o", "json"]);
+        let Ok(Value::Array(rows)) = serde_json::from_str::<Value>(&output) else {
+            return None;
+        };
+        rows.iter()
+            .find(|row| {
+                row.get("prefix")
+                    .and_then(Value::as_str)
+                    .and_then(|p| p.parse::<IpNet>().ok())
+                    == Some(prefix)
+            })
+            .and_then(|row| row.get("stale"))
+            .and_then(Value::as_bool)
+    }
+}
+
 impl BgpDaemon for TortieBgpd {
     fn pid(&self) -> u32 {
         self.process.pid()
