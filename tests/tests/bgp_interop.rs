@@ -8,7 +8,8 @@
 //! and reports what it saw last; nothing sleeps for a fixed time, and nothing asserts how
 //! long something took.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::io::Read;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
 use std::thread;
 use std::time::Duration;
 
@@ -343,6 +344,109 @@ fn graceful_restart(kind: PeerKind) {
 #[test]
 fn a_restarting_peer_with_graceful_restart_keeps_its_routes_until_it_refreshes_them() {
     against_every_peer(graceful_restart);
+}
+
+// ---- A new connection from a peer whose session is Established ----
+
+/// Opens a TCP connection to tortie (host 0) from the peer's host, as the peer would
+/// after a restart tortie has not noticed, and returns what tortie sends on it before
+/// closing it or within 30 s: up to one message header.
+fn connect_as_the_peer(lan: &Lan) -> Vec<u8> {
+    let tortie = SocketAddr::new(lan.v4(0), 179);
+    lan.hosts[1]
+        .spawn_thread(move || {
+            let mut stream = TcpStream::connect_timeout(&tortie, Duration::from_secs(30))
+                .unwrap_or_else(|e| panic!("connecting to tortie at {tortie}: {e}"));
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("read timeout set");
+            // RFC 4271 - Section 4.1: a message header is 19 octets.
+            let mut received = Vec::new();
+            while received.len() < 19 {
+                let mut chunk = [0u8; 19];
+                match stream.read(&mut chunk[..19 - received.len()]) {
+                    Ok(0) => break,
+                    Ok(read) => received.extend_from_slice(&chunk[..read]),
+                    Err(e) => panic!("reading from tortie: {e} (after {received:?})"),
+                }
+            }
+            received
+        })
+        .join()
+        .expect("the connecting thread does not panic")
+}
+
+/// A second connection from the peer's address while the session is Established. With
+/// graceful restart negotiated (RFC 4724 - Section 4.2) tortie takes it as the peer's
+/// restart: it answers with an OPEN and keeps the old session's routes as stale until
+/// the real peer is back. Without it (RFC 4271 - Section 6.8) tortie closes the new
+/// connection and the session stays up, untouched.
+fn new_connection_while_established(kind: PeerKind, graceful: bool) {
+    let lan = lan(if graceful { "grnew" } else { "new" }, kind);
+    let mut tortie_config = PeerConfig::new(tortie_router_id(), TORTIE_AS, lan.v4(0))
+        .neighbor(Neighbor::new(lan.v4(1), PEER_AS));
+    tortie_config.graceful_restart = graceful;
+    let mut peer_config = PeerConfig::new(peer_router_id(), PEER_AS, lan.v4(1))
+        .neighbor(Neighbor::new(lan.v4(0), TORTIE_AS))
+        .originate(Announcement::new("198.18.70.0/24"));
+    peer_config.graceful_restart = graceful;
+    let tortie = TortieBgpd::start(&lan.hosts[0], &tortie_config);
+    let peer = kind.start(&lan.hosts[1], &peer_config);
+    tortie.wait_established(lan.v4(1));
+    wait_route_with_path(&tortie, "198.18.70.0/24", &[PEER_AS]);
+    let before = tortie.peer(lan.v4(1)).expect("the peer has a row");
+
+    let received = connect_as_the_peer(&lan);
+    let header_type = (received.len() == 19 && received[..16] == [0xff; 16]).then(|| received[18]);
+    if graceful {
+        // RFC 4271 - Section 4.1: message type 1 is OPEN.
+        assert_eq!(
+            header_type,
+            Some(1),
+            "no OPEN on the new connection: {received:?}\n{}",
+            tortie.log()
+        );
+        // The old session ended; its routes wait, stale, for the real peer, which comes
+        // back (tortie closed its connection) and refreshes them.
+        wait_until(
+            ROUTES_WITHIN,
+            "tortie-bgpd has the real peer's session back with fresh routes",
+            || match (
+                tortie.state(lan.v4(1)),
+                tortie.is_stale(prefix("198.18.70.0/24")),
+            ) {
+                (Some(SessionState::Established), Some(false)) => {
+                    let row = tortie.peer(lan.v4(1));
+                    match row {
+                        Some(row) if row.since != before.since || row.info != before.info => Ok(()),
+                        other => Err(format!("the old session still: {other:?}")),
+                    }
+                }
+                other => Err(format!("state and staleness {other:?}")),
+            },
+        );
+        peer.wait_established(lan.v4(0));
+    } else {
+        assert!(
+            received.is_empty(),
+            "tortie sent {received:?} on a new connection instead of closing it"
+        );
+        let after = tortie.peer(lan.v4(1)).expect("the peer has a row");
+        assert_eq!(after.state, SessionState::Established, "{after:?}");
+        assert_eq!(after.since, before.since, "the session flapped: {after:?}");
+        assert_eq!(tortie.is_stale(prefix("198.18.70.0/24")), Some(false));
+        assert_eq!(peer.state(lan.v4(0)), Some(SessionState::Established));
+    }
+}
+
+#[test]
+fn without_graceful_restart_a_new_connection_from_an_established_peer_is_closed() {
+    against_every_peer(|kind| new_connection_while_established(kind, false));
+}
+
+#[test]
+fn with_graceful_restart_a_new_connection_from_an_established_peer_is_its_restart() {
+    against_every_peer(|kind| new_connection_while_established(kind, true));
 }
 
 // ---- Errors: wrong AS, TCP MD5 ----

@@ -32,6 +32,8 @@ pub struct TortieBgpd {
 pub struct PeerRow {
     pub address: IpAddr,
     pub state: SessionState,
+    /// Seconds since the Unix epoch at the session's last state change.
+    pub since: u64,
     /// Why the session last went down; empty if it never did.
     pub info: String,
     pub received: u64,
@@ -307,6 +309,7 @@ fn parse_peer_row(row: &Value) -> Option<PeerRow> {
     Some(PeerRow {
         address: row.get("address")?.as_str()?.parse().ok()?,
         state: SessionState::parse(row.get("state")?.as_str()?),
+        since: count("since"),
         info: row
             .get("info")
             .and_then(Value::as_str)
