@@ -451,6 +451,18 @@ where
         let Some(candidate) = self.candidate.as_ref() else {
             return false;
         };
+        // The primary reached Established while the candidate waited for its OPEN (the
+        // peer's KEEPALIVE came first). RFC 4271 - Section 6.8: "a connection collision
+        // with an existing BGP connection that is in the Established state causes
+        // closing of the newly created connection". Letting the candidate carry on
+        // instead left it half-open behind the primary's back: if the peer resolved the
+        // collision the other way, it kept the candidate up while our primary went Idle.
+        if which == Which::Candidate && self.primary.session.state() == State::Established {
+            info!("connection collision with the Established session: closing the new connection");
+            self.fsm(Which::Candidate, Event::CollisionDump).await;
+            self.candidate = None;
+            return true;
+        }
         let other_state = match which {
             Which::Primary => candidate.session.state(),
             Which::Candidate => self.primary.session.state(),
@@ -1155,6 +1167,42 @@ mod tests {
             .await;
         let up = wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
         assert!(matches!(up, PeerEvent::Established(p) if p.peer_router_id == B_ID));
+    }
+
+    /// The first connection reaches Established while the second one (accepted in
+    /// OpenConfirm) still waits for the peer's OPEN: when that OPEN comes, the second
+    /// connection gets a CEASE and the Established session carries on.
+    #[tokio::test(start_paused = true)]
+    async fn a_collision_with_an_established_session_closes_the_new_connection() {
+        let (mut peer, mut first) = with_raw_peer(SessionConfig::new(64512, 64513, A_ID)).await;
+        assert!(matches!(first.receive().await, Message::Open(_)));
+        first.send(&open_with_id(B_ID), Negotiated::default()).await;
+        assert_eq!(first.receive().await, Message::Keepalive);
+        let mut second = second_connection(&peer).await;
+        assert!(matches!(second.receive().await, Message::Open(_)));
+        first.send(&Message::Keepalive, Negotiated::default()).await;
+        wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Established(_))).await;
+        second
+            .send(&open_with_id(B_ID), Negotiated::default())
+            .await;
+        let Message::Notification(cease) = second.receive_not_keepalive().await else {
+            panic!("no CEASE on the new connection")
+        };
+        assert_eq!(
+            (cease.code, cease.subcode),
+            (
+                error_code::CEASE,
+                cease_subcode::CONNECTION_COLLISION_RESOLUTION
+            )
+        );
+        first.send(&Message::Keepalive, Negotiated::default()).await;
+        assert_eq!(first.receive().await, Message::Keepalive);
+        while let Ok((_, event)) = peer.events.try_recv() {
+            assert!(
+                !matches!(event, PeerEvent::Down(_)),
+                "the Established session went down: {event:?}"
+            );
+        }
     }
 
     #[tokio::test(start_paused = true)]
