@@ -808,6 +808,24 @@ originate:
     }
 
     #[test]
+    fn route_rows_mark_stale_routes_and_read_older_json() {
+        // JSON from before large communities, route reflection and staleness were shown.
+        let older = r#"[{"prefix":"198.18.0.0/24","next_hop":"192.0.2.2","as_path":"64513",
+            "origin":"igp","local_pref":null,"med":null,"communities":[],
+            "from":"192.0.2.2","paths":1}]"#;
+        let mut rows: Vec<RouteRow> = serde_json::from_str(older).expect("parses");
+        assert!(!rows[0].stale && rows[0].large_communities.is_empty());
+        assert_eq!(rows[0].originator_id, None);
+        assert!(!render_routes(&rows).contains("(stale)"));
+        rows[0].stale = true;
+        assert!(
+            render_routes(&rows).contains("192.0.2.2 (stale)"),
+            "{}",
+            render_routes(&rows)
+        );
+    }
+
+    #[test]
     fn the_peer_table_reads_like_calicoctl() {
         let rows = vec![PeerRow {
             address: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 2)),
