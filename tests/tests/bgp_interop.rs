@@ -188,8 +188,10 @@ fn exchange(kind: PeerKind, internal: bool) {
     assert_eq!(route.next_hop, Some(lan.v4(1)), "{route:?}");
     assert_eq!(route.communities, [(65000, 20)], "{route:?}");
     assert_eq!(route.large_communities, [(64513, 4, 5)], "{route:?}");
-    // BIRD 2.0.12 sends its static routes' MED to iBGP neighbors only (GoBGP, as the
-    // receiver in its place, sees none on eBGP either).
+    // BIRD 2.0.12 sends this static route (communities, large community and bgp_med
+    // set in its config from the start) without MED on eBGP: GoBGP in tortie's place
+    // receives none either. On iBGP the MED arrives. (tests/peers.rs sees a MED from
+    // BIRD on eBGP for a route with only bgp_med, added by reconfiguration.)
     let med = if kind == PeerKind::Bird && !internal {
         None
     } else {
