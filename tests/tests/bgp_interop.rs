@@ -348,6 +348,59 @@ fn a_restarting_peer_with_graceful_restart_keeps_its_routes_until_it_refreshes_t
     against_every_peer(graceful_restart);
 }
 
+// ---- Graceful restart: tortie as the restarting speaker ----
+
+/// Both sides offer graceful restart. tortie is killed: the peer keeps tortie's routes
+/// while the session is down. tortie comes back restarting (Restart State and Forwarding
+/// State set), announcing one of them with a MED and not the other: after tortie's
+/// End-of-RIB the peer has the MED, and the route tortie did not announce again is gone.
+fn tortie_restarts(kind: PeerKind) {
+    let lan = lan("trs", kind);
+    let mut tortie_config = PeerConfig::new(tortie_router_id(), TORTIE_AS, lan.v4(0))
+        .neighbor(Neighbor::new(lan.v4(1), PEER_AS));
+    tortie_config.graceful_restart = true;
+    let before = tortie_config
+        .clone()
+        .originate(Announcement::new("198.18.80.0/24"))
+        .originate(Announcement::new("198.18.81.0/24"));
+    let after = tortie_config.originate(Announcement::new("198.18.80.0/24").med(5));
+    let mut peer_config = PeerConfig::new(peer_router_id(), PEER_AS, lan.v4(1))
+        .neighbor(Neighbor::new(lan.v4(0), TORTIE_AS));
+    peer_config.graceful_restart = true;
+
+    let tortie = TortieBgpd::start(&lan.hosts[0], &before);
+    let peer = kind.start(&lan.hosts[1], &peer_config);
+    peer.wait_established(lan.v4(0));
+    wait_route_with_path(peer.as_ref(), "198.18.80.0/24", &[TORTIE_AS]);
+    wait_route_with_path(peer.as_ref(), "198.18.81.0/24", &[TORTIE_AS]);
+
+    drop(tortie);
+    let what = format!("{} sees tortie's session down", kind.tag());
+    wait_until(ROUTES_WITHIN, &what, || match peer.state(lan.v4(0)) {
+        Some(SessionState::Established) | None => Err(format!("{:?}", peer.state(lan.v4(0)))),
+        Some(_) => Ok(()),
+    });
+    let routes = peer.routes();
+    for kept in ["198.18.80.0/24", "198.18.81.0/24"] {
+        assert!(
+            routes.iter().any(|r| r.prefix == prefix(kept)),
+            "{} dropped {kept} while tortie restarts: {routes:?}\n{}",
+            kind.tag(),
+            peer.explain(prefix(kept))
+        );
+    }
+
+    let _tortie = TortieBgpd::start_restarting(&lan.hosts[0], &after);
+    peer.wait_established(lan.v4(0));
+    peer.wait_route("198.18.80.0/24", ROUTES_WITHIN, &|r| r.med == Some(5));
+    peer.wait_no_route("198.18.81.0/24", ROUTES_WITHIN);
+}
+
+#[test]
+fn a_restarting_tortie_keeps_its_routes_at_the_peer_until_it_refreshes_them() {
+    against_every_peer(tortie_restarts);
+}
+
 // ---- A new connection from a peer whose session is Established ----
 
 /// Opens a TCP connection to tortie (host 0) from the peer's host, as the peer would

@@ -53,11 +53,34 @@ impl TortieBgpd {
     /// (when `config.graceful_restart`), instead of the 120 s every test peer uses.
     #[track_caller]
     pub fn start_with(netns: &Netns, config: &PeerConfig, restart_time: Option<u16>) -> TortieBgpd {
+        TortieBgpd::launch(netns, config, restart_time.unwrap_or(120), false)
+    }
+
+    /// As [`TortieBgpd::start`], as a speaker coming back from a restart with its
+    /// forwarding state kept: its graceful restart capability carries the Restart State
+    /// and Forwarding State bits (RFC 4724 - Section 3), so peers keep its routes, as
+    /// stale, until its End-of-RIB. Needs `config.graceful_restart`.
+    #[track_caller]
+    pub fn start_restarting(netns: &Netns, config: &PeerConfig) -> TortieBgpd {
+        assert!(
+            config.graceful_restart,
+            "a restarting tortie-bgpd needs graceful_restart in its PeerConfig"
+        );
+        TortieBgpd::launch(netns, config, 120, true)
+    }
+
+    #[track_caller]
+    fn launch(
+        netns: &Netns,
+        config: &PeerConfig,
+        restart_time: u16,
+        restarting: bool,
+    ) -> TortieBgpd {
         let scratch = ScratchDir::new(&format!("tortie-bgpd-{}", netns.name()));
         let socket = scratch.join("control.sock");
         let config_path = scratch.write(
             "tortie-bgpd.yaml",
-            &render(config, &socket, restart_time.unwrap_or(120)),
+            &render(config, &socket, restart_time, restarting),
         );
         let process = Exec::new(binary("tortie-bgpd"))
             .args(["run", "-c"])
@@ -238,7 +261,12 @@ impl BgpDaemon for TortieBgpd {
 }
 
 /// The YAML configuration for `config`, with the control socket at `socket`.
-fn render(config: &PeerConfig, socket: &std::path::Path, restart_time: u16) -> String {
+fn render(
+    config: &PeerConfig,
+    socket: &std::path::Path,
+    restart_time: u16,
+    restarting: bool,
+) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "asn: {}", config.asn);
     let _ = writeln!(out, "router_id: {}", config.router_id);
@@ -257,6 +285,9 @@ fn render(config: &PeerConfig, socket: &std::path::Path, restart_time: u16) -> S
     }
     if config.graceful_restart {
         let _ = writeln!(out, "graceful_restart:\n  restart_time: {restart_time}");
+        if restarting {
+            out.push_str("  restarting: true\n");
+        }
     }
     out.push_str("peers:\n");
     for n in &config.neighbors {
@@ -425,7 +456,7 @@ mod tests {
                 .large_community(3, 4, 5)
                 .med(6),
         );
-        let text = render(&config, std::path::Path::new("/tmp/x.sock"), 120);
+        let text = render(&config, std::path::Path::new("/tmp/x.sock"), 120, false);
         for expected in [
             "listen: \"::\"",
             "address: \"2001:db8:100::11\"",
