@@ -8,15 +8,14 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::block::{
-    ATTRIBUTE_NODE, ATTRIBUTE_TIMESTAMP, ATTRIBUTE_TYPE, AllocationAttribute, IPAMBlock,
-};
+use crate::block::{ATTRIBUTE_TYPE, AllocationAttribute, IPAMBlock};
 use crate::error::{IpamError, PoolAttempt, PoolRefusal};
 use crate::ipam::{Change, Ipam, Reserved, Typed, node_hash, unix_now};
 use crate::model::{
     AffinityState, AllowedUse, BlockAffinity, EncapsulationMode, Family, IPAMConfig, IPAMHandle,
     IPPool, Kind, block_name,
 };
+use crate::secondary::Secondary;
 use crate::selector::Selector;
 use crate::store::{Store, StoreError, Versioned};
 
@@ -129,6 +128,15 @@ enum Owner<'a> {
     Borrow,
 }
 
+/// One of the node's blocks, as step 1 of an assignment sees it: its affinity's state and,
+/// if the block exists, how many addresses it has free.
+#[derive(Clone, Copy)]
+struct OwnBlock {
+    cidr: IpNet,
+    state: AffinityState,
+    free: Option<u32>,
+}
+
 /// Everything one automatic assignment reads once and uses throughout.
 struct Context<'a> {
     args: &'a AutoAssignArgs,
@@ -154,9 +162,9 @@ impl<S: Store> Ipam<S> {
     pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<Assigned, IpamError> {
         validate_handle(&args.handle_id)?;
         validate_node(&args.node)?;
-        let mut secondary = args.attributes.clone();
-        secondary.insert(ATTRIBUTE_NODE.to_string(), args.node.clone());
-        secondary.insert(ATTRIBUTE_TIMESTAMP.to_string(), unix_now().to_string());
+        let mut secondary = Secondary::from(args.attributes.clone());
+        secondary.set_node(&args.node);
+        secondary.set_timestamp(unix_now());
         if let Some(tunnel) = args.tunnel {
             secondary.insert(
                 ATTRIBUTE_TYPE.to_string(),
@@ -167,12 +175,7 @@ impl<S: Store> Ipam<S> {
             args,
             config: self.config()?,
             pools: self.store.list(Kind::IPPool, None)?,
-            reserved: Reserved(Arc::new(
-                self.reservations()?
-                    .into_iter()
-                    .flat_map(|r| r.reserved_cidrs)
-                    .collect(),
-            )),
+            reserved: self.reserved()?,
             attribute: Arc::new(AllocationAttribute {
                 handle_id: Some(args.handle_id.clone()),
                 secondary,
@@ -201,38 +204,42 @@ impl<S: Store> Ipam<S> {
         let args = context.args;
         let node = args.node.as_str();
         let (eligible, mut refused) = classify_pools(context, family)?;
-        let mut got: Vec<Allocation> = Vec::new();
+        let mut got: Vec<Allocation> = Vec::with_capacity(wanted.min(64) as usize);
         let in_eligible = |cidr: &IpNet| eligible.iter().any(|pool| pool.cidr.contains(cidr));
 
-        // 1. Blocks the node owns: two indexed reads (its affinities, its blocks), however
-        //    many blocks there are in all.
-        let mut affinities: Vec<(IpNet, AffinityState)> = self
-            .store
-            .list(Kind::BlockAffinity, Some(node))?
-            .iter()
-            .filter_map(|versioned| BlockAffinity::from_resource(&versioned.value))
-            .map(|affinity| (affinity.cidr, affinity.state))
-            .collect();
-        affinities.sort_unstable_by_key(|(cidr, _)| *cidr);
-        let mut owned = affinities.len() as u32;
-        // What each of the node's blocks has free, noted and let go before writing, so that
-        // the memory store can change a block in place instead of copying it.
-        let free_in_own: Vec<(IpNet, u32)> = self
-            .store
-            .list(Kind::IPAMBlock, Some(node))?
-            .iter()
-            .filter_map(|versioned| IPAMBlock::from_resource(&versioned.value))
-            .filter(|block| block.affinity_node() == Some(node))
-            .map(|block| (block.cidr, context.reserved.assignable(block)))
-            .collect();
-        for &(cidr, state) in &affinities {
+        // 1. Blocks the node owns: two indexed, borrowed reads (its affinities, its blocks),
+        //    however many blocks there are in all. What each block has free is noted and
+        //    let go before writing, so that the memory store changes the block in place.
+        let mut own: Vec<OwnBlock> = Vec::new();
+        self.store
+            .visit(Kind::BlockAffinity, Some(node), &mut |resource| {
+                if let Some(affinity) = BlockAffinity::from_resource(resource) {
+                    own.push(OwnBlock {
+                        cidr: affinity.cidr,
+                        state: affinity.state,
+                        free: None,
+                    });
+                }
+            })?;
+        own.sort_unstable_by_key(|block| block.cidr);
+        let mut owned = own.len() as u32;
+        self.store
+            .visit(Kind::IPAMBlock, Some(node), &mut |resource| {
+                if let Some(block) = IPAMBlock::from_resource(resource)
+                    && block.affinity_node() == Some(node)
+                    && let Ok(found) = own.binary_search_by_key(&block.cidr, |own| own.cidr)
+                {
+                    own[found].free = Some(context.reserved.assignable(block));
+                }
+            })?;
+        for &OwnBlock { cidr, state, free } in &own {
             if got.len() as u32 >= wanted {
                 break;
             }
             if Family::of_net(&cidr) != family || !in_eligible(&cidr) {
                 continue;
             }
-            let Some(&(_, free)) = free_in_own.iter().find(|(own, _)| *own == cidr) else {
+            let Some(free) = free else {
                 continue;
             };
             match state {
@@ -243,7 +250,7 @@ impl<S: Store> Ipam<S> {
                 AffinityState::PendingDeletion => continue,
             }
             let planned = free.min(wanted - got.len() as u32);
-            got.extend(self.assign_from_block(context, &cidr, planned, Owner::Node(node))?);
+            self.assign_from_block(context, &cidr, planned, Owner::Node(node), &mut got)?;
         }
 
         // 2. Claim new blocks, starting where the node's name hashes to in each pool.
@@ -273,7 +280,7 @@ impl<S: Store> Ipam<S> {
             let Some(cidr) = claimed else { break };
             owned += 1;
             let planned = (wanted - got.len() as u32).min(crate::block::block_size_of(&cidr));
-            got.extend(self.assign_from_block(context, &cidr, planned, Owner::Node(node))?);
+            self.assign_from_block(context, &cidr, planned, Owner::Node(node), &mut got)?;
         }
 
         // 3. Borrow from other nodes' blocks. This lists blocks, but only when the node can
@@ -295,7 +302,7 @@ impl<S: Store> Ipam<S> {
                     break;
                 }
                 let planned = free.min(wanted - got.len() as u32);
-                got.extend(self.assign_from_block(context, &cidr, planned, Owner::Borrow)?);
+                self.assign_from_block(context, &cidr, planned, Owner::Borrow, &mut got)?;
             }
         }
 
@@ -329,19 +336,21 @@ impl<S: Store> Ipam<S> {
         Ok(got)
     }
 
-    /// Takes up to `planned` addresses from one block (as many as the caller saw free). The
-    /// handle is counted first and the block written second, so a crash in between leaves a
-    /// handle that over-counts (which release by handle and GC clean up), never an address
-    /// nobody can find. If the block turns out to have less, the handle is corrected.
+    /// Takes up to `planned` addresses from one block (as many as the caller saw free) and
+    /// appends them to `got`. The handle is counted first and the block written second, so
+    /// a crash in between leaves a handle that over-counts (which release by handle and GC
+    /// clean up), never an address nobody can find. If the block turns out to have less,
+    /// the handle is corrected.
     fn assign_from_block(
         &self,
         context: &Context<'_>,
         cidr: &IpNet,
         planned: u32,
         owner: Owner<'_>,
-    ) -> Result<Vec<Allocation>, IpamError> {
+        got: &mut Vec<Allocation>,
+    ) -> Result<(), IpamError> {
         if planned == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let reserved = |address: IpAddr| context.reserved.contains(address);
         let usable = |block: &IPAMBlock| match owner {
@@ -351,43 +360,49 @@ impl<S: Store> Ipam<S> {
         let handle_id = context.args.handle_id.as_str();
         let name = block_name(cidr);
         self.adjust_handle(handle_id, &name, i64::from(planned))?;
-        let taken =
-            self.modify::<IPAMBlock, Vec<Allocation>>("assigning from a block", &name, |current| {
-                let Some(current) = current else {
-                    return Ok(Change::Keep(Vec::new()));
-                };
-                if !usable(current) {
-                    return Ok(Change::Keep(Vec::new()));
-                }
-                // In place: `assign` changes nothing when it takes nothing.
-                let taken: Vec<Allocation> = current
-                    .assign(planned, &context.attribute, &reserved)
-                    .into_iter()
-                    .map(|(address, sequence)| Allocation {
+        let before = got.len();
+        let taken = self.modify::<IPAMBlock, u32>("assigning from a block", &name, |current| {
+            // A retried step starts again from what the store shows now.
+            got.truncate(before);
+            let Some(current) = current else {
+                return Ok(Change::Keep(0));
+            };
+            if !usable(current) {
+                return Ok(Change::Keep(0));
+            }
+            // In place: `assign_each` changes nothing when it takes nothing.
+            let taken = current.assign_each(
+                planned,
+                &context.attribute,
+                &reserved,
+                |address, sequence| {
+                    got.push(Allocation {
                         address,
                         block: *cidr,
                         sequence,
                     })
-                    .collect();
-                if taken.is_empty() {
-                    Ok(Change::Keep(taken))
-                } else {
-                    Ok(Change::Updated(taken))
-                }
-            });
+                },
+            );
+            if taken == 0 {
+                Ok(Change::Keep(0))
+            } else {
+                Ok(Change::Updated(taken))
+            }
+        });
         let taken = match taken {
             Ok(taken) => taken,
             Err(error) => {
+                got.truncate(before);
                 // Best effort: the handle over-counts until GC if this fails too.
                 let _ = self.adjust_handle(handle_id, &name, -i64::from(planned));
                 return Err(error);
             }
         };
-        let shortfall = planned - taken.len() as u32;
+        let shortfall = planned - taken;
         if shortfall > 0 {
             self.adjust_handle(handle_id, &name, -i64::from(shortfall))?;
         }
-        Ok(taken)
+        Ok(())
     }
 
     /// Adds `delta` to a handle's count for a block; creates the handle on first use and
@@ -613,9 +628,9 @@ impl<S: Store> Ipam<S> {
                 .and_then(|a| a.handle_id.clone());
             return Err(IpamError::AddressInUse { address, holder });
         }
-        let mut secondary = args.attributes.clone();
-        secondary.insert(ATTRIBUTE_NODE.to_string(), args.node.clone());
-        secondary.insert(ATTRIBUTE_TIMESTAMP.to_string(), unix_now().to_string());
+        let mut secondary = Secondary::from(args.attributes.clone());
+        secondary.set_node(&args.node);
+        secondary.set_timestamp(unix_now());
         let attribute = Arc::new(AllocationAttribute {
             handle_id: Some(args.handle_id.clone()),
             secondary,
@@ -758,7 +773,13 @@ fn classify_pools<'c>(
 }
 
 pub(crate) fn validate_handle(handle_id: &str) -> Result<(), IpamError> {
-    if handle_id.is_empty() || handle_id.chars().any(char::is_control) {
+    // ASCII first (every name in practice): a byte test, not a decode of each char.
+    let control = if handle_id.is_ascii() {
+        handle_id.bytes().any(|b| b.is_ascii_control())
+    } else {
+        handle_id.chars().any(char::is_control)
+    };
+    if handle_id.is_empty() || control {
         return Err(IpamError::InvalidArgument {
             what: format!("handle {handle_id:?}: must be non-empty, without control characters"),
         });
@@ -767,7 +788,15 @@ pub(crate) fn validate_handle(handle_id: &str) -> Result<(), IpamError> {
 }
 
 pub(crate) fn validate_node(node: &str) -> Result<(), IpamError> {
-    if node.is_empty() || node.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    let bad = if node.is_ascii() {
+        // ASCII whitespace as `char::is_whitespace` counts it includes vertical tab (0x0b),
+        // which is also a control character.
+        node.bytes()
+            .any(|b| b.is_ascii_control() || b.is_ascii_whitespace())
+    } else {
+        node.chars().any(|c| c.is_control() || c.is_whitespace())
+    };
+    if node.is_empty() || bad {
         return Err(IpamError::InvalidArgument {
             what: format!("node {node:?}: must be non-empty, without spaces or control characters"),
         });

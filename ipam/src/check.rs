@@ -340,7 +340,7 @@ impl<S: Store> Ipam<S> {
                     (
                         view.handle_id().map(str::to_string),
                         view.attribute
-                            .map(|a| a.secondary.clone())
+                            .map(|a| a.secondary.to_map())
                             .unwrap_or_default(),
                         view.sequence,
                     )

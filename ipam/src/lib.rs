@@ -69,6 +69,7 @@ mod ipam;
 pub mod model;
 pub mod pools;
 pub mod release;
+pub mod secondary;
 pub mod selector;
 pub mod store;
 
@@ -85,8 +86,9 @@ pub use model::{
     IPPool, IPReservation, Kind, Resource,
 };
 pub use pools::{parse_pool_cidr, validate_pool};
+pub use secondary::Secondary;
 pub use selector::Selector;
-pub use store::{MemoryStore, Revision, SqliteStore, Store, StoreError, Versioned};
+pub use store::{MemoryStore, Revision, SqliteStore, Store, StoreError, Versioned, Visitor};
 
 #[cfg(test)]
 mod tests;

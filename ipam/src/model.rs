@@ -234,7 +234,11 @@ impl BlockAffinity {
     /// The store name: `<block name>.<node>`. Block names contain no dot, so the first dot
     /// splits the two unambiguously whatever the node is called.
     pub fn name_for(node: &str, cidr: &IpNet) -> String {
-        format!("{}.{}", block_name(cidr), node)
+        let mut name = String::with_capacity(48 + node.len());
+        push_block_name(&mut name, cidr);
+        name.push('.');
+        name.push_str(node);
+        name
     }
 
     pub fn name(&self) -> String {
@@ -426,26 +430,64 @@ impl Resource {
 /// A block's store name, Calico-style: the CIDR with `.`, `:` and `/` turned into `-`
 /// (`198-18-0-0-26`), which is a valid Kubernetes object name and an etcd key segment.
 pub fn block_name(cidr: &IpNet) -> String {
+    let mut name = String::with_capacity(48);
+    push_block_name(&mut name, cidr);
+    name
+}
+
+/// [`block_name`], appended to `out`. Every assignment names its block at least once, so an
+/// IPv4 name is written digit by digit: the formatting machinery (`Display` for the
+/// address, then for the prefix length) cost more than the rest of a lookup by name.
+pub fn push_block_name(out: &mut String, cidr: &IpNet) {
     use std::fmt::Write;
-    /// Writes what it is given with the separators turned into dashes, so the name is
-    /// built in one allocation (this runs several times per assignment).
-    struct Dashed(String);
-    impl Write for Dashed {
-        fn write_str(&mut self, text: &str) -> fmt::Result {
-            self.0.extend(text.chars().map(|c| match c {
-                '.' | ':' | '/' => '-',
-                other => other,
-            }));
-            Ok(())
+    match cidr {
+        IpNet::V4(net) => {
+            for octet in net.addr().octets() {
+                push_decimal(out, u64::from(octet));
+                out.push('-');
+            }
+            push_decimal(out, u64::from(net.prefix_len()));
+        }
+        IpNet::V6(_) => {
+            /// Writes what it is given with the separators turned into dashes.
+            struct Dashed<'a>(&'a mut String);
+            impl Write for Dashed<'_> {
+                fn write_str(&mut self, text: &str) -> fmt::Result {
+                    self.0.extend(text.chars().map(|c| match c {
+                        '.' | ':' | '/' => '-',
+                        other => other,
+                    }));
+                    Ok(())
+                }
+            }
+            // Writing to a String cannot fail.
+            let _ = write!(Dashed(out), "{cidr}");
         }
     }
-    let mut name = Dashed(String::with_capacity(48));
-    // Writing to a String cannot fail.
-    let _ = write!(name, "{cidr}");
-    name.0
+}
+
+/// Appends `value` in decimal, as `Display` would, without going through a formatter.
+pub(crate) fn push_decimal(out: &mut String, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written, so this always succeeds.
+    if let Ok(text) = std::str::from_utf8(&digits[start..]) {
+        out.push_str(text);
+    }
 }
 
 /// The `affinity` value of a block owned by `node`.
 pub fn host_affinity(node: &str) -> String {
-    format!("host:{node}")
+    let mut affinity = String::with_capacity(5 + node.len());
+    affinity.push_str("host:");
+    affinity.push_str(node);
+    affinity
 }

@@ -516,7 +516,7 @@ fn check_names_each_kind_of_problem() {
     let mut rogue = IPAMBlock::new(net("192.0.2.0/26"), Some("node-c"), false);
     let attribute = Arc::new(AllocationAttribute {
         handle_id: Some("r".into()),
-        secondary: BTreeMap::new(),
+        secondary: crate::secondary::Secondary::new(),
     });
     rogue.assign(1, &attribute, &|_| false);
     store.create(Resource::IPAMBlock(rogue.clone())).unwrap();

@@ -5,34 +5,55 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Decision, Revision, Step, Store, StoreError, Versioned};
+use super::{Decision, Revision, Step, Store, StoreError, Versioned, Visitor};
 use crate::model::{Kind, Resource};
 
-/// FNV-1a: the keys are names this process chose, not input an attacker controls, so the
-/// DoS resistance of the standard SipHash buys nothing here and costs a third of a lookup.
+/// A multiply-rotate hash taking eight bytes at a step (the scheme of rustc's FxHash): the
+/// keys are names this process chose, not input an attacker controls, so the DoS resistance
+/// of the standard SipHash buys nothing here, and a byte-at-a-time hash (FNV) cost more
+/// than the table lookup it served.
 #[derive(Default)]
-struct Fnv(u64);
+struct WordHash(u64);
 
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for byte in bytes {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
+const WORD_HASH_FACTOR: u64 = 0xf135_7aea_2e62_a9c5;
 
-    fn finish(&self) -> u64 {
-        self.0
+impl WordHash {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(WORD_HASH_FACTOR);
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+impl Hasher for WordHash {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table takes its bucket from the low bits, which the multiply mixes least.
+        self.0.rotate_left(26)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHash>>;
 
 struct Entry {
     value: Arc<Resource>,
@@ -124,6 +145,8 @@ impl Store for MemoryStore {
             revision: Revision::number(entry.revision),
         };
         Ok(match node {
+            // One object or none (the usual number of pools): no order to establish.
+            None if objects.len() <= 1 => objects.values().map(versioned).collect(),
             None => {
                 // Name order, as the trait promises (a hash map has none of its own).
                 let mut entries: Vec<(&String, &Entry)> = objects.iter().collect();
@@ -142,6 +165,41 @@ impl Store for MemoryStore {
                     .collect(),
             },
         })
+    }
+
+    fn visit(
+        &self,
+        kind: Kind,
+        node: Option<&str>,
+        visitor: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        let inner = self.lock()?;
+        let objects = &inner.objects[kind.index()];
+        match node {
+            None if objects.len() <= 1 => {
+                for entry in objects.values() {
+                    visitor(&entry.value);
+                }
+            }
+            None => {
+                let mut entries: Vec<(&String, &Entry)> = objects.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (_, entry) in entries {
+                    visitor(&entry.value);
+                }
+            }
+            Some(node) => {
+                if let Some(names) = inner.by_node.get(node) {
+                    for entry in names[kind.index()]
+                        .iter()
+                        .filter_map(|name| objects.get(name))
+                    {
+                        visitor(&entry.value);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn create(&self, value: Resource) -> Result<Revision, StoreError> {
