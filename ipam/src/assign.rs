@@ -7,17 +7,18 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::Serialize;
+use smallvec::SmallVec;
 
 use crate::block::{ATTRIBUTE_TYPE, AllocationAttribute, IPAMBlock};
 use crate::error::{IpamError, PoolAttempt, PoolRefusal};
 use crate::ipam::{Change, Ipam, Reserved, Typed, node_hash, unix_now};
 use crate::model::{
-    AffinityState, AllowedUse, BlockAffinity, EncapsulationMode, Family, IPAMConfig, IPAMHandle,
-    IPPool, Kind, block_name,
+    AffinityState, AllowedUse, BlockAffinity, BlockName, EncapsulationMode, Family, HandleBlocks,
+    IPAMConfig, IPAMHandle, IPPool, Kind, Resource, block_name,
 };
 use crate::secondary::Secondary;
 use crate::selector::Selector;
-use crate::store::{Store, StoreError, Versioned};
+use crate::store::{Store, StoreError};
 
 /// A node's tunnel device, which gets one address from a pool using that encapsulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -128,6 +129,9 @@ enum Owner<'a> {
     Borrow,
 }
 
+/// The pools an assignment may use: a handful, held inline.
+type Pools<'c> = SmallVec<[&'c IPPool; 4]>;
+
 /// One of the node's blocks, as step 1 of an assignment sees it: its affinity's state and,
 /// if the block exists, how many addresses it has free.
 #[derive(Clone, Copy)]
@@ -142,16 +146,18 @@ struct Context<'a> {
     args: &'a AutoAssignArgs,
     config: IPAMConfig,
     /// The pools as read (shared with the store, not copied).
-    pools: Vec<Versioned>,
+    pools: SmallVec<[Arc<Resource>; 2]>,
     reserved: Reserved,
     attribute: Arc<AllocationAttribute>,
+    /// Unix seconds at the start of the call: the allocation's and a new handle's timestamp.
+    now: u64,
 }
 
 impl Context<'_> {
     fn pools(&self) -> impl Iterator<Item = &IPPool> {
         self.pools
             .iter()
-            .filter_map(|versioned| IPPool::from_resource(&versioned.value))
+            .filter_map(|pool| IPPool::from_resource(pool))
     }
 }
 
@@ -162,9 +168,10 @@ impl<S: Store> Ipam<S> {
     pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<Assigned, IpamError> {
         validate_handle(&args.handle_id)?;
         validate_node(&args.node)?;
-        let mut secondary = Secondary::from(args.attributes.clone());
+        let mut secondary = Secondary::from_map(&args.attributes);
         secondary.set_node(&args.node);
-        secondary.set_timestamp(unix_now());
+        let now = unix_now();
+        secondary.set_timestamp(now);
         if let Some(tunnel) = args.tunnel {
             secondary.insert(
                 ATTRIBUTE_TYPE.to_string(),
@@ -174,12 +181,18 @@ impl<S: Store> Ipam<S> {
         let context = Context {
             args,
             config: self.config()?,
-            pools: self.store.list(Kind::IPPool, None)?,
+            pools: {
+                let mut pools = SmallVec::new();
+                self.store
+                    .visit(Kind::IPPool, None, &mut |pool| pools.push(Arc::clone(pool)))?;
+                pools
+            },
             reserved: self.reserved()?,
             attribute: Arc::new(AllocationAttribute {
                 handle_id: Some(args.handle_id.clone()),
                 secondary,
             }),
+            now,
         };
         let ipv4 = self.assign_family(&context, Family::V4, args.num4)?;
         let ipv6 = match self.assign_family(&context, Family::V6, args.num6) {
@@ -210,7 +223,7 @@ impl<S: Store> Ipam<S> {
         // 1. Blocks the node owns: two indexed, borrowed reads (its affinities, its blocks),
         //    however many blocks there are in all. What each block has free is noted and
         //    let go before writing, so that the memory store changes the block in place.
-        let mut own: Vec<OwnBlock> = Vec::new();
+        let mut own: SmallVec<[OwnBlock; 4]> = SmallVec::new();
         self.store
             .visit(Kind::BlockAffinity, Some(node), &mut |resource| {
                 if let Some(affinity) = BlockAffinity::from_resource(resource) {
@@ -358,10 +371,11 @@ impl<S: Store> Ipam<S> {
             Owner::Borrow => !block.strict_affinity,
         };
         let handle_id = context.args.handle_id.as_str();
-        let name = block_name(cidr);
-        self.adjust_handle(handle_id, &name, i64::from(planned))?;
+        let name = BlockName::new(cidr);
+        let name = name.as_str();
+        self.adjust_handle_at(handle_id, name, i64::from(planned), Some(context.now))?;
         let before = got.len();
-        let taken = self.modify::<IPAMBlock, u32>("assigning from a block", &name, |current| {
+        let taken = self.modify::<IPAMBlock, u32>("assigning from a block", name, |current| {
             // A retried step starts again from what the store shows now.
             got.truncate(before);
             let Some(current) = current else {
@@ -394,13 +408,13 @@ impl<S: Store> Ipam<S> {
             Err(error) => {
                 got.truncate(before);
                 // Best effort: the handle over-counts until GC if this fails too.
-                let _ = self.adjust_handle(handle_id, &name, -i64::from(planned));
+                let _ = self.adjust_handle(handle_id, name, -i64::from(planned));
                 return Err(error);
             }
         };
         let shortfall = planned - taken;
         if shortfall > 0 {
-            self.adjust_handle(handle_id, &name, -i64::from(shortfall))?;
+            self.adjust_handle(handle_id, name, -i64::from(shortfall))?;
         }
         Ok(())
     }
@@ -413,6 +427,18 @@ impl<S: Store> Ipam<S> {
         block: &str,
         delta: i64,
     ) -> Result<(), IpamError> {
+        self.adjust_handle_at(handle_id, block, delta, None)
+    }
+
+    /// [`Ipam::adjust_handle`], with the time a new handle is stamped with if the caller
+    /// has read the clock already.
+    fn adjust_handle_at(
+        &self,
+        handle_id: &str,
+        block: &str,
+        delta: i64,
+        now: Option<u64>,
+    ) -> Result<(), IpamError> {
         self.modify::<IPAMHandle, ()>("counting a handle's addresses", handle_id, |current| {
             let count = |handle: &IPAMHandle| {
                 let count = handle.block.get(block).copied().unwrap_or(0);
@@ -424,7 +450,7 @@ impl<S: Store> Ipam<S> {
                 } else if let Some(slot) = handle.block.get_mut(block) {
                     *slot = new;
                 } else {
-                    handle.block.insert(block.to_string(), new);
+                    handle.block.insert(block, new);
                 }
             };
             match current {
@@ -432,9 +458,9 @@ impl<S: Store> Ipam<S> {
                 None => {
                     let mut handle = IPAMHandle {
                         handle_id: handle_id.to_string(),
-                        block: BTreeMap::new(),
+                        block: HandleBlocks::new(),
                         deleted: false,
-                        timestamp: unix_now(),
+                        timestamp: now.unwrap_or_else(unix_now),
                     };
                     let new = count(&handle);
                     set(&mut handle, new);
@@ -628,7 +654,7 @@ impl<S: Store> Ipam<S> {
                 .and_then(|a| a.handle_id.clone());
             return Err(IpamError::AddressInUse { address, holder });
         }
-        let mut secondary = Secondary::from(args.attributes.clone());
+        let mut secondary = Secondary::from_map(&args.attributes);
         secondary.set_node(&args.node);
         secondary.set_timestamp(unix_now());
         let attribute = Arc::new(AllocationAttribute {
@@ -724,9 +750,9 @@ impl<S: Store> Ipam<S> {
 fn classify_pools<'c>(
     context: &'c Context<'_>,
     family: Family,
-) -> Result<(Vec<&'c IPPool>, Vec<PoolAttempt>), IpamError> {
+) -> Result<(Pools<'c>, Vec<PoolAttempt>), IpamError> {
     let args = context.args;
-    let mut eligible = Vec::new();
+    let mut eligible = Pools::new();
     let mut refused = Vec::new();
     for pool in context.pools() {
         if pool.family() != family || (!args.pools.is_empty() && !args.pools.contains(&pool.name)) {
@@ -773,12 +799,10 @@ fn classify_pools<'c>(
 }
 
 pub(crate) fn validate_handle(handle_id: &str) -> Result<(), IpamError> {
-    // ASCII first (every name in practice): a byte test, not a decode of each char.
-    let control = if handle_id.is_ascii() {
-        handle_id.bytes().any(|b| b.is_ascii_control())
-    } else {
-        handle_id.chars().any(char::is_control)
-    };
+    // Printable ASCII (every name in practice) in one pass over the bytes; anything else
+    // is decided char by char.
+    let control = !handle_id.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && handle_id.chars().any(char::is_control);
     if handle_id.is_empty() || control {
         return Err(IpamError::InvalidArgument {
             what: format!("handle {handle_id:?}: must be non-empty, without control characters"),
@@ -788,14 +812,8 @@ pub(crate) fn validate_handle(handle_id: &str) -> Result<(), IpamError> {
 }
 
 pub(crate) fn validate_node(node: &str) -> Result<(), IpamError> {
-    let bad = if node.is_ascii() {
-        // ASCII whitespace as `char::is_whitespace` counts it includes vertical tab (0x0b),
-        // which is also a control character.
-        node.bytes()
-            .any(|b| b.is_ascii_control() || b.is_ascii_whitespace())
-    } else {
-        node.chars().any(|c| c.is_control() || c.is_whitespace())
-    };
+    let bad = !node.bytes().all(|b| (0x21..0x7f).contains(&b))
+        && node.chars().any(|c| c.is_control() || c.is_whitespace());
     if node.is_empty() || bad {
         return Err(IpamError::InvalidArgument {
             what: format!("node {node:?}: must be non-empty, without spaces or control characters"),

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::{ATTRIBUTE_NODE, ATTRIBUTE_TIMESTAMP, IPAMBlock};
 use crate::error::IpamError;
 use crate::ipam::{Change, Ipam};
-use crate::model::{AffinityState, BlockAffinity, IPAMHandle, block_name};
+use crate::model::{AffinityState, BlockAffinity, HandleBlocks, IPAMHandle, block_name};
 use crate::store::Store;
 
 /// Addresses of one block, and who borrowed from it.
@@ -219,14 +219,14 @@ impl<S: Store> Ipam<S> {
     }
 
     fn repair_handle_from(&self, handle_id: &str, blocks: &[IPAMBlock]) -> Result<bool, IpamError> {
-        let mut truth: BTreeMap<String, u32> = BTreeMap::new();
+        let mut truth = HandleBlocks::new();
         for block in blocks {
             let count = block
                 .allocations_iter()
                 .filter(|v| v.handle_id() == Some(handle_id))
                 .count();
             if count > 0 {
-                truth.insert(block_name(&block.cidr), count as u32);
+                truth.insert(&block_name(&block.cidr), count as u32);
             }
         }
         self.modify::<IPAMHandle, bool>("repairing a handle", handle_id, |current| {
@@ -453,7 +453,7 @@ impl<S: Store> Ipam<S> {
         let mut recorded: HashMap<(String, String), u32> = HashMap::new();
         for handle in &handles {
             for (block, &count) in &handle.block {
-                recorded.insert((handle.handle_id.clone(), block.clone()), count);
+                recorded.insert((handle.handle_id.clone(), block.to_string()), count);
             }
         }
         let keys: BTreeSet<&(String, String)> = recorded.keys().chain(actual.keys()).collect();
@@ -574,7 +574,7 @@ impl<S: Store> Ipam<S> {
                 leaked
                     .entry(handle.handle_id.clone())
                     .or_default()
-                    .extend(handle.block.keys().cloned());
+                    .extend(handle.block.keys().map(str::to_string));
             }
         }
         for (handle_id, blocks) in leaked {

@@ -82,8 +82,8 @@ pub use check::{
 pub use error::{IpamError, PoolAttempt, PoolRefusal};
 pub use ipam::{DEFAULT_MAX_ATTEMPTS, Ipam};
 pub use model::{
-    AffinityState, AllowedUse, BlockAffinity, EncapsulationMode, Family, IPAMConfig, IPAMHandle,
-    IPPool, IPReservation, Kind, Resource,
+    AffinityState, AllowedUse, BlockAffinity, EncapsulationMode, Family, HandleBlocks, IPAMConfig,
+    IPAMHandle, IPPool, IPReservation, Kind, Resource,
 };
 pub use pools::{parse_pool_cidr, validate_pool};
 pub use secondary::Secondary;

@@ -154,6 +154,17 @@ impl Secondary {
     }
 }
 
+impl Secondary {
+    /// The attributes of a map the caller keeps (nothing to copy when it is empty, as it is
+    /// for most assignments).
+    pub fn from_map(map: &BTreeMap<String, String>) -> Secondary {
+        if map.is_empty() {
+            return Secondary::new();
+        }
+        Secondary::from(map.clone())
+    }
+}
+
 impl From<BTreeMap<String, String>> for Secondary {
     fn from(map: BTreeMap<String, String>) -> Secondary {
         let mut secondary = Secondary::new();

@@ -498,7 +498,7 @@ fn check_names_each_kind_of_problem() {
     store
         .create(Resource::IPAMHandle(IPAMHandle {
             handle_id: "ghost".into(),
-            block: BTreeMap::from([("198-51-100-0-26".to_string(), 2)]),
+            block: HandleBlocks::from([("198-51-100-0-26".to_string(), 2)]),
             deleted: false,
             timestamp: 0,
         }))

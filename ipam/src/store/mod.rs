@@ -128,7 +128,9 @@ pub enum Decision {
 pub type Step<'a> = dyn FnMut(Option<&mut Resource>) -> Decision + 'a;
 
 /// What [`Store::visit`] shows each object to.
-pub type Visitor<'a> = dyn FnMut(&Resource) + 'a;
+/// What [`Store::visit`] shows each object to: the shared object itself, which the visitor
+/// may keep (a reference count, not a copy).
+pub type Visitor<'a> = dyn FnMut(&Arc<Resource>) + 'a;
 
 /// A key-value store with per-object compare-and-swap. See the module docs.
 pub trait Store: Send + Sync {
@@ -140,7 +142,7 @@ pub trait Store: Send + Sync {
     fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError>;
 
     /// A borrowed read: shows `visitor` every object that [`Store::list`] would return, in
-    /// the same order, without handing out copies or revisions. For reads that only decide
+    /// the same order, without collecting them or their revisions. For reads that only decide
     /// (IPAM's hot path reads a node's affinities and blocks this way); a write still goes
     /// through [`Store::apply`] or a compare-and-swap, which read again. This default is
     /// `list`; a store that holds objects in memory overrides it to show them in place,
@@ -345,7 +347,7 @@ pub(crate) mod conformance {
             let mut visited = Vec::new();
             store
                 .visit(Kind::BlockAffinity, node, &mut |resource| {
-                    visited.push(resource.clone())
+                    visited.push((**resource).clone())
                 })
                 .unwrap();
             let listed: Vec<Resource> = store
