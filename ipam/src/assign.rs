@@ -16,6 +16,7 @@ use crate::model::{
     AffinityState, AllowedUse, BlockAffinity, BlockName, EncapsulationMode, Family, HandleBlocks,
     IPAMConfig, IPAMHandle, IPPool, Kind, Resource, block_name,
 };
+use crate::name::Name;
 use crate::secondary::Secondary;
 use crate::selector::Selector;
 use crate::store::{Store, StoreError};
@@ -149,7 +150,17 @@ struct Context<'a> {
     pools: SmallVec<[Arc<Resource>; 2]>,
     reserved: Reserved,
     attribute: Arc<AllocationAttribute>,
+    /// The handle's name, allocated once for the attribute and a new handle object.
+    handle: Name,
     /// Unix seconds at the start of the call: the allocation's and a new handle's timestamp.
+    now: u64,
+}
+
+/// How [`Ipam::adjust_handle_at`] makes a handle that does not exist yet: with the name the
+/// allocations' attribute shares, and the time the caller read.
+#[derive(Clone, Copy)]
+struct NewHandle<'a> {
+    name: &'a Name,
     now: u64,
 }
 
@@ -178,6 +189,7 @@ impl<S: Store> Ipam<S> {
                 tunnel.attribute_type().to_string(),
             );
         }
+        let handle = Name::new(&args.handle_id);
         let context = Context {
             args,
             config: self.config()?,
@@ -189,9 +201,10 @@ impl<S: Store> Ipam<S> {
             },
             reserved: self.reserved()?,
             attribute: Arc::new(AllocationAttribute {
-                handle_id: Some(args.handle_id.clone()),
+                handle_id: Some(handle.clone()),
                 secondary,
             }),
+            handle,
             now,
         };
         let ipv4 = self.assign_family(&context, Family::V4, args.num4)?;
@@ -373,7 +386,15 @@ impl<S: Store> Ipam<S> {
         let handle_id = context.args.handle_id.as_str();
         let name = BlockName::new(cidr);
         let name = name.as_str();
-        self.adjust_handle_at(handle_id, name, i64::from(planned), Some(context.now))?;
+        self.adjust_handle_at(
+            handle_id,
+            name,
+            i64::from(planned),
+            Some(NewHandle {
+                name: &context.handle,
+                now: context.now,
+            }),
+        )?;
         let before = got.len();
         let taken = self.modify::<IPAMBlock, u32>("assigning from a block", name, |current| {
             // A retried step starts again from what the store shows now.
@@ -430,14 +451,13 @@ impl<S: Store> Ipam<S> {
         self.adjust_handle_at(handle_id, block, delta, None)
     }
 
-    /// [`Ipam::adjust_handle`], with the time a new handle is stamped with if the caller
-    /// has read the clock already.
+    /// [`Ipam::adjust_handle`], making a handle that does not exist yet as `new` says.
     fn adjust_handle_at(
         &self,
         handle_id: &str,
         block: &str,
         delta: i64,
-        now: Option<u64>,
+        new: Option<NewHandle<'_>>,
     ) -> Result<(), IpamError> {
         self.modify::<IPAMHandle, ()>("counting a handle's addresses", handle_id, |current| {
             let count = |handle: &IPAMHandle| {
@@ -457,10 +477,13 @@ impl<S: Store> Ipam<S> {
                 None if delta <= 0 => Ok(Change::Keep(())),
                 None => {
                     let mut handle = IPAMHandle {
-                        handle_id: handle_id.to_string(),
+                        handle_id: match new {
+                            Some(new) => new.name.clone(),
+                            None => Name::new(handle_id),
+                        },
                         block: HandleBlocks::new(),
                         deleted: false,
-                        timestamp: now.unwrap_or_else(unix_now),
+                        timestamp: new.map_or_else(unix_now, |new| new.now),
                     };
                     let new = count(&handle);
                     set(&mut handle, new);
@@ -651,14 +674,14 @@ impl<S: Store> Ipam<S> {
             let holder = block
                 .attributes
                 .get(index as usize)
-                .and_then(|a| a.handle_id.clone());
+                .and_then(|a| a.handle_id.as_deref().map(str::to_string));
             return Err(IpamError::AddressInUse { address, holder });
         }
         let mut secondary = Secondary::from_map(&args.attributes);
         secondary.set_node(&args.node);
         secondary.set_timestamp(unix_now());
         let attribute = Arc::new(AllocationAttribute {
-            handle_id: Some(args.handle_id.clone()),
+            handle_id: Some(Name::new(&args.handle_id)),
             secondary,
         });
         self.adjust_handle(&args.handle_id, &name, 1)?;

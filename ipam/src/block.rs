@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Family, host_affinity};
+use crate::name::Name;
 use crate::secondary::Secondary;
 
 /// Secondary attribute keys (Calico's names).
@@ -22,8 +23,9 @@ pub const ATTRIBUTE_TIMESTAMP: &str = "timestamp";
 /// Who holds an allocation: the handle, and what it is for (pod, namespace, node, type).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AllocationAttribute {
+    /// Shared with the handle object (see [`Name`]).
     #[serde(rename = "handle_id")]
-    pub handle_id: Option<String>,
+    pub handle_id: Option<Name>,
     #[serde(default)]
     pub secondary: Secondary,
 }
@@ -238,7 +240,7 @@ impl IPAMBlock {
             let holder = self
                 .attributes
                 .get(index as usize)
-                .and_then(|attribute| attribute.handle_id.clone());
+                .and_then(|attribute| attribute.handle_id.as_deref().map(str::to_string));
             return Err(Some(holder));
         }
         self.unallocated.retain(|&free| free != ordinal);
@@ -261,7 +263,7 @@ impl IPAMBlock {
         let handle_id = self
             .attributes
             .get(index as usize)
-            .and_then(|attribute| attribute.handle_id.clone());
+            .and_then(|attribute| attribute.handle_id.as_deref().map(str::to_string));
         let sequence = self.sequence_of(ordinal);
         if let Some(expected) = expected_sequence.filter(|&expected| expected != sequence) {
             return Err(ReleaseRefusal::SequenceMismatch {
@@ -508,7 +510,7 @@ mod tests {
 
     fn attribute(handle: &str) -> Arc<AllocationAttribute> {
         Arc::new(AllocationAttribute {
-            handle_id: Some(handle.to_string()),
+            handle_id: Some(handle.into()),
             secondary: Secondary::new(),
         })
     }

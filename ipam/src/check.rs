@@ -240,7 +240,7 @@ impl<S: Store> Ipam<S> {
                 None if truth.is_empty() => Change::Keep(false),
                 None => Change::Put(
                     IPAMHandle {
-                        handle_id: handle_id.to_string(),
+                        handle_id: handle_id.into(),
                         block: truth.clone(),
                         deleted: false,
                         timestamp: crate::ipam::unix_now(),
@@ -453,7 +453,7 @@ impl<S: Store> Ipam<S> {
         let mut recorded: HashMap<(String, String), u32> = HashMap::new();
         for handle in &handles {
             for (block, &count) in &handle.block {
-                recorded.insert((handle.handle_id.clone(), block.to_string()), count);
+                recorded.insert((handle.handle_id.to_string(), block.to_string()), count);
             }
         }
         let keys: BTreeSet<&(String, String)> = recorded.keys().chain(actual.keys()).collect();
@@ -540,7 +540,7 @@ impl<S: Store> Ipam<S> {
         let handles: HashMap<String, IPAMHandle> = self
             .handles()?
             .into_iter()
-            .map(|h| (h.handle_id.clone(), h))
+            .map(|h| (h.handle_id.to_string(), h))
             .collect();
 
         // 1. Leaked handles: seen in blocks or as objects, not live, old enough.
@@ -568,11 +568,11 @@ impl<S: Store> Ipam<S> {
             }
         }
         for handle in handles.values() {
-            if !live_handles.contains(&handle.handle_id)
+            if !live_handles.contains(handle.handle_id.as_str())
                 && old_enough(now.saturating_sub(handle.timestamp))
             {
                 leaked
-                    .entry(handle.handle_id.clone())
+                    .entry(handle.handle_id.to_string())
                     .or_default()
                     .extend(handle.block.keys().map(str::to_string));
             }

@@ -67,6 +67,7 @@ pub mod check;
 pub mod error;
 mod ipam;
 pub mod model;
+pub mod name;
 pub mod pools;
 pub mod release;
 pub mod secondary;
@@ -85,6 +86,7 @@ pub use model::{
     AffinityState, AllowedUse, BlockAffinity, EncapsulationMode, Family, HandleBlocks, IPAMConfig,
     IPAMHandle, IPPool, IPReservation, Kind, Resource,
 };
+pub use name::Name;
 pub use pools::{parse_pool_cidr, validate_pool};
 pub use secondary::Secondary;
 pub use selector::Selector;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::block::IPAMBlock;
+use crate::name::Name;
 
 /// Default block prefix length for IPv4 pools (a /26: 64 addresses).
 pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
@@ -253,8 +254,9 @@ impl BlockAffinity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IPAMHandle {
+    /// Shared with the allocations' attributes (see [`Name`]).
     #[serde(rename = "handleID")]
-    pub handle_id: String,
+    pub handle_id: Name,
     /// Block name → number of addresses this handle holds there.
     pub block: HandleBlocks,
     #[serde(default)]
@@ -527,7 +529,7 @@ impl Resource {
             Resource::IPPool(pool) => pool.name.clone(),
             Resource::IPAMBlock(block) => block_name(&block.cidr),
             Resource::BlockAffinity(affinity) => affinity.name(),
-            Resource::IPAMHandle(handle) => handle.handle_id.clone(),
+            Resource::IPAMHandle(handle) => handle.handle_id.to_string(),
             Resource::IPAMConfig(_) => IPAM_CONFIG_NAME.to_string(),
             Resource::IPReservation(reservation) => reservation.name.clone(),
         }

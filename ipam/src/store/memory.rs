@@ -7,6 +7,16 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Decision, Revision, Step, Store, StoreError, Versioned, Visitor};
 use crate::model::{Kind, Resource};
+use crate::name::Name;
+
+/// The key to store `value` under: the handle's own name for a handle (shared, not copied:
+/// there is one handle per assignment), else a new one.
+fn key_of(value: &Resource, name: &str) -> Name {
+    match value {
+        Resource::IPAMHandle(handle) if handle.handle_id == *name => handle.handle_id.clone(),
+        _ => Name::new(name),
+    }
+}
 
 /// A multiply-rotate hash taking eight bytes at a step (the scheme of rustc's FxHash): the
 /// keys are names this process chose, not input an attacker controls, so the DoS resistance
@@ -64,7 +74,8 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     revision: u64,
-    objects: [FastMap<String, Entry>; 6],
+    /// Keyed by [`Name`]: a handle's key is the handle's own name, not a copy of it.
+    objects: [FastMap<Name, Entry>; 6],
     /// node → names per kind, for [`Store::list`] with a node.
     by_node: FastMap<String, [BTreeSet<String>; 6]>,
 }
@@ -149,7 +160,7 @@ impl Store for MemoryStore {
             None if objects.len() <= 1 => objects.values().map(versioned).collect(),
             None => {
                 // Name order, as the trait promises (a hash map has none of its own).
-                let mut entries: Vec<(&String, &Entry)> = objects.iter().collect();
+                let mut entries: Vec<(&Name, &Entry)> = objects.iter().collect();
                 entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 entries
                     .into_iter()
@@ -160,7 +171,7 @@ impl Store for MemoryStore {
                 None => Vec::new(),
                 Some(names) => names[kind.index()]
                     .iter()
-                    .filter_map(|name| objects.get(name))
+                    .filter_map(|name| objects.get(name.as_str()))
                     .map(versioned)
                     .collect(),
             },
@@ -182,7 +193,7 @@ impl Store for MemoryStore {
                 }
             }
             None => {
-                let mut entries: Vec<(&String, &Entry)> = objects.iter().collect();
+                let mut entries: Vec<(&Name, &Entry)> = objects.iter().collect();
                 entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 for (_, entry) in entries {
                     visitor(&entry.value);
@@ -192,7 +203,7 @@ impl Store for MemoryStore {
                 if let Some(names) = inner.by_node.get(node) {
                     for entry in names[kind.index()]
                         .iter()
-                        .filter_map(|name| objects.get(name))
+                        .filter_map(|name| objects.get(name.as_str()))
                     {
                         visitor(&entry.value);
                     }
@@ -207,14 +218,14 @@ impl Store for MemoryStore {
         let name = value.name();
         let node = value.node().map(str::to_string);
         let mut inner = self.lock()?;
-        if inner.objects[kind.index()].contains_key(&name) {
+        if inner.objects[kind.index()].contains_key(name.as_str()) {
             return Err(StoreError::AlreadyExists { kind, name });
         }
         inner.revision += 1;
         let revision = inner.revision;
         inner.index(kind, &name, node.as_deref());
         inner.objects[kind.index()].insert(
-            name,
+            key_of(&value, &name),
             Entry {
                 value: Arc::new(value),
                 revision,
@@ -229,7 +240,7 @@ impl Store for MemoryStore {
         let name = value.name();
         let node = value.node().map(str::to_string);
         let mut inner = self.lock()?;
-        let old_node = match inner.objects[kind.index()].get(&name) {
+        let old_node = match inner.objects[kind.index()].get(name.as_str()) {
             None => return Err(StoreError::NotFound { kind, name }),
             Some(entry) if Some(entry.revision) != revision.as_number() => {
                 return Err(stale(kind, &name, revision));
@@ -242,14 +253,14 @@ impl Store for MemoryStore {
         }
         inner.revision += 1;
         let new_revision = inner.revision;
-        inner.objects[kind.index()].insert(
-            name,
-            Entry {
+        // Present: checked above, under the same lock.
+        if let Some(entry) = inner.objects[kind.index()].get_mut(name.as_str()) {
+            *entry = Entry {
                 value: Arc::new(value),
                 revision: new_revision,
                 node,
-            },
-        );
+            };
+        }
         Ok(Revision::number(new_revision))
     }
 
@@ -292,7 +303,7 @@ impl MemoryStore {
                 let revision = inner.revision;
                 inner.index(kind, name, node.as_deref());
                 inner.objects[kind.index()].insert(
-                    name.to_string(),
+                    key_of(&value, name),
                     Entry {
                         value: Arc::new(value),
                         revision,
