@@ -60,7 +60,7 @@
 //! The common case (one address for a new handle, from a block the node owns) is seven
 //! store calls: the config (get); the pools, the reservations, the node's affinities and
 //! its blocks (visits); the handle and the block (applies, in that order, as above). On
-//! the memory store that is about 6.7k instructions (callgrind), a third of them in the
+//! the memory store that is about 6.5k instructions (callgrind), a third of them in the
 //! allocator, and five heap allocations, each for something that outlives the call or is
 //! returned: the handle's [`Name`] (one copy, shared by the allocation's attribute, the
 //! handle object and the store's key), the attribute, its node's name, the handle object,

@@ -8,6 +8,7 @@
 //! held inline; any other attribute goes into the map. Outside this module it reads and
 //! serializes as the map it stands for, in key order, as Calico writes it.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -116,8 +117,22 @@ impl Secondary {
 
     /// Sets `timestamp` to these Unix seconds, as decimal text.
     pub fn set_timestamp(&mut self, seconds: u64) {
-        self.timestamp = Some(ShortText::decimal(seconds));
-        self.other.remove(ATTRIBUTE_TIMESTAMP);
+        // Every assignment within the same second writes the same text: convert once.
+        thread_local! {
+            static LAST: Cell<(u64, ShortText)> = Cell::new((0, ShortText::decimal(0)));
+        }
+        let text = LAST.with(|last| match last.get() {
+            (cached, text) if cached == seconds => text,
+            _ => {
+                let text = ShortText::decimal(seconds);
+                last.set((seconds, text));
+                text
+            }
+        });
+        self.timestamp = Some(text);
+        if !self.other.is_empty() {
+            self.other.remove(ATTRIBUTE_TIMESTAMP);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -240,6 +255,20 @@ mod tests {
         assert_ne!(built, parsed);
         built.set_timestamp(u64::MAX);
         assert_eq!(built.get("timestamp"), Some("18446744073709551615"));
+    }
+
+    #[test]
+    fn a_repeated_timestamp_reads_the_same_and_a_new_one_replaces_it() {
+        let mut first = Secondary::new();
+        let mut second = Secondary::new();
+        first.set_timestamp(1_763_700_001);
+        second.set_timestamp(1_763_700_001);
+        assert_eq!(first, second);
+        assert_eq!(second.get("timestamp"), Some("1763700001"));
+        second.set_timestamp(1_763_700_002);
+        assert_eq!(second.get("timestamp"), Some("1763700002"));
+        first.set_timestamp(7);
+        assert_eq!(first.get("timestamp"), Some("7"));
     }
 
     #[test]
