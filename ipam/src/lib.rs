@@ -60,15 +60,17 @@
 //! The common case (one address for a new handle, from a block the node owns) is seven
 //! store calls: the config (get); the pools, the reservations, the node's affinities and
 //! its blocks (visits); the handle and the block (applies, in that order, as above). On
-//! the memory store that is about 6.5k instructions (callgrind), a third of them in the
-//! allocator, and five heap allocations, each for something that outlives the call or is
+//! the memory store that is about 6.3k instructions (callgrind), a quarter of them in the
+//! allocator, and four heap allocations, each for something that outlives the call or is
 //! returned: the handle's [`Name`] (one copy, shared by the allocation's attribute, the
-//! handle object and the store's key), the attribute, its node's name, the handle object,
-//! and the result. Per allocation that is glibc's slow path: in a run of assignments the
-//! heap only grows, so its per-thread cache is empty. The rest is the seven locks and
-//! hash lookups and the block's own work.
+//! handle object and the store's key), the attribute, the handle object, and the result.
+//! (The attribute's node name is shared with the previous allocation's for the same node,
+//! and its timestamp text is converted once a second.) Each allocation is glibc's slow
+//! path: in a run of assignments the heap only grows, so its per-thread cache is empty.
+//! The rest is the seven locks and hash lookups (the two writes about 2.5k together) and
+//! the block's own work.
 //!
-//! It was twice that. What went: names written through `Display` ([`model::BlockName`]
+//! It was more than twice that (13.5k). What went: names written through `Display` ([`model::BlockName`]
 //! builds a block's name inline), the default selector `all()` parsed on every call,
 //! attributes and a handle's per-block counts held as B-tree maps of strings (a
 //! [`Secondary`] holds `node` and `timestamp` as fields; [`HandleBlocks`] holds one entry

@@ -4,22 +4,25 @@
 //! Every automatic assignment makes one, with at least `node` and `timestamp`. As a plain
 //! `BTreeMap<String, String>` that was a map node and four strings, each its own heap
 //! allocation, and on a hot path that allocates little else that was a third of an
-//! assignment's cost. Here `node` is a field (one string) and `timestamp` (ten digits) is
+//! assignment's cost. Here `node` is a field (a [`Name`], shared by the allocations a
+//! process makes for one node, which for a node's agent is every allocation) and
+//! `timestamp` (ten digits) is
 //! held inline; any other attribute goes into the map. Outside this module it reads and
 //! serializes as the map it stands for, in key order, as Calico writes it.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{ATTRIBUTE_NODE, ATTRIBUTE_TIMESTAMP};
+use crate::name::Name;
 
 /// See the module docs. Each key is held in exactly one place (the `timestamp` field only
 /// if its text fits), so two values are equal exactly when the maps they stand for are.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
 pub struct Secondary {
-    node: Option<String>,
+    node: Option<Name>,
     timestamp: Option<ShortText>,
     other: BTreeMap<String, String>,
 }
@@ -93,7 +96,7 @@ impl Secondary {
     /// Sets one attribute, replacing any value it had.
     pub fn insert(&mut self, key: String, value: String) {
         match key.as_str() {
-            ATTRIBUTE_NODE => self.node = Some(value),
+            ATTRIBUTE_NODE => self.node = Some(Name::from(value)),
             ATTRIBUTE_TIMESTAMP => match ShortText::new(&value) {
                 Some(timestamp) => {
                     self.timestamp = Some(timestamp);
@@ -110,9 +113,25 @@ impl Secondary {
         }
     }
 
-    /// Sets `node`.
+    /// Sets `node`. A process assigns for one node, or for one node after another (a
+    /// node's agent, only ever for its own), so the name is shared with the previous
+    /// allocation's when it is the same.
     pub fn set_node(&mut self, node: &str) {
-        self.node = Some(node.to_string());
+        thread_local! {
+            static LAST: RefCell<Option<Name>> = const { RefCell::new(None) };
+        }
+        let name = LAST.with(|last| {
+            let mut last = last.borrow_mut();
+            match &*last {
+                Some(name) if **name == *node => name.clone(),
+                _ => {
+                    let name = Name::new(node);
+                    *last = Some(name.clone());
+                    name
+                }
+            }
+        });
+        self.node = Some(name);
     }
 
     /// Sets `timestamp` to these Unix seconds, as decimal text.
@@ -269,6 +288,24 @@ mod tests {
         assert_eq!(second.get("timestamp"), Some("1763700002"));
         first.set_timestamp(7);
         assert_eq!(first.get("timestamp"), Some("7"));
+    }
+
+    #[test]
+    fn consecutive_allocations_for_one_node_share_its_name() {
+        let mut first = Secondary::new();
+        let mut second = Secondary::new();
+        let mut other = Secondary::new();
+        first.set_node("node-a");
+        second.set_node("node-a");
+        other.set_node("node-b");
+        let (Some(a), Some(b)) = (&first.node, &second.node) else {
+            panic!("node not set");
+        };
+        assert!(std::ptr::eq(a.as_str(), b.as_str()));
+        assert_eq!(first, second);
+        assert_eq!(other.get("node"), Some("node-b"));
+        second.set_node("node-a");
+        assert_eq!(second.get("node"), Some("node-a"));
     }
 
     #[test]
