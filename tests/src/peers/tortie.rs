@@ -51,6 +51,24 @@ impl TortieBgpd {
     /// (when `config.graceful_restart`), instead of the 120 s every test peer uses.
     #[track_caller]
     pub fn start_with(netns: &Netns, config: &PeerConfig, restart_time: Option<u16>) -> TortieBgpd {
+        TortieBgpd::launch(netns, config, restart_time, LOG_FILTER)
+    }
+
+    /// As [`TortieBgpd::start`], logging at `info` only: for benchmarks, where the debug
+    /// line per best route that [`LOG_FILTER`] enables (a million for a full table) would
+    /// cost the daemon time that is not ingest.
+    #[track_caller]
+    pub fn start_quiet(netns: &Netns, config: &PeerConfig) -> TortieBgpd {
+        TortieBgpd::launch(netns, config, None, "info")
+    }
+
+    #[track_caller]
+    fn launch(
+        netns: &Netns,
+        config: &PeerConfig,
+        restart_time: Option<u16>,
+        log_filter: &str,
+    ) -> TortieBgpd {
         let scratch = ScratchDir::new(&format!("tortie-bgpd-{}", netns.name()));
         let socket = scratch.join("control.sock");
         let config_path = scratch.write(
@@ -60,7 +78,7 @@ impl TortieBgpd {
         let process = Exec::new(binary("tortie-bgpd"))
             .args(["run", "-c"])
             .arg(&config_path)
-            .env("RUST_LOG", LOG_FILTER)
+            .env("RUST_LOG", log_filter)
             .env("NO_COLOR", "1")
             .spawn_in(netns);
         let tortie = TortieBgpd {
