@@ -571,8 +571,15 @@ fn main() {
     }
     let load_at_end = load_average();
 
-    let bird_version = version("bird", "--version");
-    let gobgp_version = version("gobgpd", "--version");
+    let versions: Vec<String> = options
+        .receivers
+        .iter()
+        .map(|kind| match kind {
+            Kind::Tortie => "tortie-bgpd (this tree)".to_string(),
+            Kind::Bird => version("bird", "--version"),
+            Kind::GoBgp => version("gobgpd", "--version"),
+        })
+        .collect();
     println!();
     println!(
         "BGP ingest of {PREFIXES} IPv4 /24s over one eBGP session (feed: {})",
@@ -586,7 +593,7 @@ fn main() {
          until the receiver's RIB holds all prefixes; medians of {} runs per receiver",
         options.runs
     );
-    println!("receivers: tortie-bgpd (this tree, release), {bird_version}, {gobgp_version}");
+    println!("receivers: {}", versions.join(", "));
     println!();
     let summaries: BTreeMap<Kind, Summary> = ingest
         .iter()
