@@ -10,7 +10,7 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::net::{BGP_PORT, MD5_MAX_KEY_LEN};
-use crate::packet::{Community, Family, Origin, PathAttributes, SegmentKind};
+use crate::packet::{Community, Family, LargeCommunity, Origin, PathAttributes, SegmentKind};
 use crate::policy::{Change, Conditions, Policy, PrefixMatch, Rule, Verdict};
 use crate::speaker::{BestRoute, GracefulRestartSettings, PeerConfig, PeerStatus, SpeakerConfig};
 
@@ -160,14 +160,18 @@ pub struct RuleSettings {
     pub prepend: Option<u8>,
 }
 
-/// A prefix the daemon announces.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A prefix the daemon announces, from the configuration file or from an `announce`
+/// request on the control socket.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Origination {
     pub prefix: IpNet,
     /// Standard communities as `asn:value`.
     #[serde(default)]
     pub communities: Vec<String>,
+    /// Large communities (RFC 8092) as `global:local1:local2`.
+    #[serde(default)]
+    pub large_communities: Vec<String>,
     #[serde(default)]
     pub med: Option<u32>,
 }
@@ -209,6 +213,10 @@ pub enum ConfigError {
     Password(IpAddr),
     #[error("originate {prefix}: community {value:?} is not asn:value with two 16-bit numbers")]
     Community { prefix: IpNet, value: String },
+    #[error(
+        "originate {prefix}: large community {value:?} is not global:local1:local2 with three 32-bit numbers"
+    )]
+    LargeCommunity { prefix: IpNet, value: String },
     #[error("peer {peer}: policy community {value:?} is not asn:value with two 16-bit numbers")]
     PolicyCommunity { peer: IpAddr, value: String },
     #[error(
@@ -331,8 +339,19 @@ impl Origination {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let large_communities = self
+            .large_communities
+            .iter()
+            .map(|value| {
+                parse_large_community(value).ok_or_else(|| ConfigError::LargeCommunity {
+                    prefix: self.prefix,
+                    value: value.clone(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(PathAttributes {
             communities,
+            large_communities,
             multi_exit_disc: self.med,
             ..PathAttributes::default()
         })
@@ -430,6 +449,16 @@ fn parse_community(value: &str) -> Option<Community> {
     Some(Community((u32::from(high) << 16) | u32::from(low)))
 }
 
+fn parse_large_community(value: &str) -> Option<LargeCommunity> {
+    let mut parts = value.split(':').map(|part| part.trim().parse::<u32>().ok());
+    let community = LargeCommunity {
+        global_admin: parts.next()??,
+        local_data_1: parts.next()??,
+        local_data_2: parts.next()??,
+    };
+    parts.next().is_none().then_some(community)
+}
+
 /// One row of `show peers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PeerRow {
@@ -475,6 +504,14 @@ pub struct RouteRow {
     pub local_pref: Option<u32>,
     pub med: Option<u32>,
     pub communities: Vec<String>,
+    /// Large communities as `global:local1:local2`.
+    #[serde(default)]
+    pub large_communities: Vec<String>,
+    /// Route reflection's ORIGINATOR_ID and CLUSTER_LIST (RFC 4456 - Section 8).
+    #[serde(default)]
+    pub originator_id: Option<Ipv4Addr>,
+    #[serde(default)]
+    pub cluster_list: Vec<Ipv4Addr>,
     /// The peer it was learned from, or `local`.
     pub from: String,
     pub paths: usize,
@@ -515,6 +552,13 @@ impl From<&BestRoute> for RouteRow {
                 .iter()
                 .map(|c| format!("{}:{}", c.0 >> 16, c.0 & 0xFFFF))
                 .collect(),
+            large_communities: attributes
+                .large_communities
+                .iter()
+                .map(|c| format!("{}:{}:{}", c.global_admin, c.local_data_1, c.local_data_2))
+                .collect(),
+            originator_id: attributes.originator_id,
+            cluster_list: attributes.cluster_list.clone(),
             from: route
                 .from
                 .map_or_else(|| "local".to_string(), |address| address.to_string()),
@@ -635,6 +679,7 @@ originate:
   - prefix: 198.51.100.0/24
     communities: ["64512:100"]
   - prefix: 2001:db8:100::/48
+    large_communities: ["64512:1:2"]
 "#;
 
     #[test]
@@ -663,6 +708,15 @@ originate:
         assert_eq!(peer.local_address, IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1)));
         let attributes = config.originate[0].attributes().expect("valid");
         assert_eq!(attributes.communities, vec![Community((64512 << 16) | 100)]);
+        let attributes = config.originate[1].attributes().expect("valid");
+        assert_eq!(
+            attributes.large_communities,
+            vec![LargeCommunity {
+                global_admin: 64512,
+                local_data_1: 1,
+                local_data_2: 2
+            }]
+        );
     }
 
     #[test]
@@ -723,6 +777,16 @@ originate:
             DaemonConfig::parse(&community),
             Err(ConfigError::Community { .. })
         ));
+        for bad in ["64512:1", "64512:1:2:3", "64512:x:2"] {
+            let large = EXAMPLE.replace("64512:1:2", bad);
+            assert!(
+                matches!(
+                    DaemonConfig::parse(&large),
+                    Err(ConfigError::LargeCommunity { .. })
+                ),
+                "{bad}"
+            );
+        }
         let hold = EXAMPLE.replace("hold_time: 30", "hold_time: 2");
         assert!(matches!(
             DaemonConfig::parse(&hold),

@@ -6,6 +6,8 @@
 //! tortie-bgpd run -c /etc/tortie-bgpd.yaml
 //! tortie-bgpd show peers -c /etc/tortie-bgpd.yaml [-o json]
 //! tortie-bgpd show rib --socket /run/tortie-bgpd.sock [-o json]
+//! tortie-bgpd announce 198.51.100.0/24 --community 64512:1 --med 10 -c /etc/tortie-bgpd.yaml
+//! tortie-bgpd withdraw 198.51.100.0/24 -c /etc/tortie-bgpd.yaml
 //! ```
 
 use std::collections::HashMap;
@@ -20,7 +22,10 @@ use tokio::net::{TcpStream, UnixListener, UnixStream};
 use tokio::sync::{mpsc, oneshot};
 use tracing::{debug, info, warn};
 
-use tortie_bgp::daemon::{DaemonConfig, PeerRow, RouteRow, render_peers, render_routes};
+use ipnet::IpNet;
+use tortie_bgp::daemon::{
+    DaemonConfig, Origination, PeerRow, RouteRow, render_peers, render_routes,
+};
 use tortie_bgp::net::{Dial, connector, listen, set_ttl_security};
 use tortie_bgp::speaker::{RouteChange, SpeakerCommand, run_speaker};
 use tortie_bgp::tasks::Connector;
@@ -52,6 +57,47 @@ enum Command {
         #[arg(short, long, value_enum, default_value = "table")]
         output: Output,
     },
+    /// Start announcing a prefix (or replace its attributes) while the daemon runs.
+    Announce {
+        prefix: IpNet,
+        /// A standard community, `asn:value`; repeatable.
+        #[arg(long = "community")]
+        communities: Vec<String>,
+        /// A large community, `global:local1:local2`; repeatable.
+        #[arg(long = "large-community")]
+        large_communities: Vec<String>,
+        #[arg(long)]
+        med: Option<u32>,
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
+    /// Stop announcing a prefix.
+    Withdraw {
+        prefix: IpNet,
+        #[command(flatten)]
+        daemon: DaemonSocket,
+    },
+}
+
+/// Where a client command finds the running daemon.
+#[derive(clap::Args)]
+struct DaemonSocket {
+    /// The daemon's configuration file, to find its control socket.
+    #[arg(short, long, conflicts_with = "socket")]
+    config: Option<PathBuf>,
+    /// The control socket itself.
+    #[arg(long)]
+    socket: Option<PathBuf>,
+}
+
+impl DaemonSocket {
+    fn path(self) -> Result<PathBuf> {
+        match (self.socket, self.config) {
+            (Some(socket), _) => Ok(socket),
+            (None, Some(config)) => Ok(read_config(&config)?.control_socket),
+            (None, None) => bail!("say where the daemon is: --socket PATH or -c CONFIG"),
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -89,15 +135,33 @@ fn main() -> Result<()> {
             socket,
             output,
         } => {
-            let socket = match (socket, config) {
-                (Some(socket), _) => socket,
-                (None, Some(config)) => read_config(&config)?.control_socket,
-                (None, None) => bail!("say where the daemon is: --socket PATH or -c CONFIG"),
-            };
+            let socket = DaemonSocket { config, socket }.path()?;
             let text = runtime.block_on(show(&socket, what, output))?;
             print!("{text}");
             Ok(())
         }
+        Command::Announce {
+            prefix,
+            communities,
+            large_communities,
+            med,
+            daemon,
+        } => {
+            let origination = Origination {
+                prefix,
+                communities,
+                large_communities,
+                med,
+            };
+            // Checked here too, so a typo is reported by the command that made it.
+            origination.attributes()?;
+            let request = format!("announce {}\n", serde_json::to_string(&origination)?);
+            runtime.block_on(request_done(&daemon.path()?, &request))
+        }
+        Command::Withdraw { prefix, daemon } => runtime.block_on(request_done(
+            &daemon.path()?,
+            &format!("withdraw {prefix}\n"),
+        )),
     }
 }
 
@@ -289,29 +353,75 @@ async fn answer(
             let rows: Vec<RouteRow> = answer.await?.iter().map(RouteRow::from).collect();
             serde_json::to_string(&rows)?
         }
-        other => serde_json::to_string(
-            &serde_json::json!({ "error": format!("unknown request {other:?}: ask peers or rib") }),
-        )?,
+        request => match request.split_once(' ') {
+            Some(("announce", origination)) => {
+                let outcome = serde_json::from_str::<Origination>(origination)
+                    .map_err(|error| format!("announce: {error}"))
+                    .and_then(|origination| {
+                        let attributes = origination.attributes().map_err(|e| e.to_string())?;
+                        Ok((origination.prefix, attributes))
+                    });
+                match outcome {
+                    Ok((prefix, attributes)) => {
+                        commands
+                            .send(SpeakerCommand::Originate { prefix, attributes })
+                            .await?;
+                        r#"{"ok":true}"#.to_string()
+                    }
+                    Err(error) => serde_json::to_string(&serde_json::json!({ "error": error }))?,
+                }
+            }
+            Some(("withdraw", prefix)) => match prefix.trim().parse::<IpNet>() {
+                Ok(prefix) => {
+                    commands
+                        .send(SpeakerCommand::StopOriginating { prefix })
+                        .await?;
+                    r#"{"ok":true}"#.to_string()
+                }
+                Err(error) => serde_json::to_string(
+                    &serde_json::json!({ "error": format!("withdraw {prefix:?}: {error}") }),
+                )?,
+            },
+            _ => serde_json::to_string(&serde_json::json!({
+                "error": format!("unknown request {request:?}: ask peers, rib, announce or withdraw")
+            }))?,
+        },
     };
     writer.write_all(body.as_bytes()).await?;
     writer.shutdown().await?;
     Ok(())
 }
 
-async fn show(socket: &Path, what: What, output: Output) -> Result<String> {
+/// Sends a request that changes something; fails with the daemon's error if it refused.
+async fn request_done(socket: &Path, request: &str) -> Result<()> {
+    let body = exchange(socket, request).await?;
+    let reply: serde_json::Value =
+        serde_json::from_str(&body).context("the daemon's answer does not parse")?;
+    match reply.get("error").and_then(serde_json::Value::as_str) {
+        Some(error) => bail!("the daemon refused: {error}"),
+        None => Ok(()),
+    }
+}
+
+async fn exchange(socket: &Path, request: &str) -> Result<String> {
     let mut stream = UnixStream::connect(socket).await.with_context(|| {
         format!(
             "connecting to {} (is tortie-bgpd running?)",
             socket.display()
         )
     })?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+async fn show(socket: &Path, what: What, output: Output) -> Result<String> {
     let request = match what {
         What::Peers => "peers\n",
         What::Rib => "rib\n",
     };
-    stream.write_all(request.as_bytes()).await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
+    let body = exchange(socket, request).await?;
     if output == Output::Json {
         return Ok(format!("{body}\n"));
     }

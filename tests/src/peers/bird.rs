@@ -102,6 +102,10 @@ impl Bird {
 }
 
 impl BgpDaemon for Bird {
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     fn kind(&self) -> &'static str {
         "BIRD"
     }
@@ -199,6 +203,11 @@ fn render(config: &PeerConfig, originated: &[Announcement], scratch: &ScratchDir
             "  neighbor {} port {} as {};",
             n.address, n.port, n.asn
         );
+        // BIRD takes iBGP neighbors as multihop unless told otherwise; test peers share
+        // the LAN, and `gateway direct` below needs a direct session.
+        if internal {
+            let _ = writeln!(out, "  direct;");
+        }
         // Retry soon after a refused connect or an error, so tests do not wait out BIRD's
         // defaults (120 s connect retry, 60 s error wait).
         let _ = writeln!(out, "  connect retry time 2;");

@@ -99,6 +99,10 @@ impl Frr {
 }
 
 impl BgpDaemon for Frr {
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     fn kind(&self) -> &'static str {
         "FRR"
     }

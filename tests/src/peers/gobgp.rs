@@ -109,6 +109,10 @@ impl GoBgp {
 }
 
 impl BgpDaemon for GoBgp {
+    fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
     fn kind(&self) -> &'static str {
         "GoBGP"
     }

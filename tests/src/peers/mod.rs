@@ -1,5 +1,6 @@
 //! Real BGP daemons from Debian's packages — BIRD 2, FRR's bgpd and GoBGP — run inside test
-//! namespaces as peers for tortie's speaker, each behind one small interface.
+//! namespaces as peers for tortie's speaker, each behind one small interface, and tortie's
+//! own `tortie-bgpd` behind the same one.
 //!
 //! Every daemon is started from a [`PeerConfig`] (one shape for all three, rendered into
 //! each one's own configuration language), runs in the foreground under a [`Process`] guard
@@ -17,10 +18,12 @@
 mod bird;
 mod frr;
 mod gobgp;
+mod tortie;
 
 pub use bird::Bird;
 pub use frr::Frr;
 pub use gobgp::GoBgp;
+pub use tortie::{PeerRow, TortieBgpd};
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
@@ -297,6 +300,10 @@ impl Route {
 pub trait BgpDaemon {
     /// The daemon's name for messages: "BIRD", "FRR", "GoBGP".
     fn kind(&self) -> &'static str;
+
+    /// The daemon's process id (the daemon itself, not a wrapper), to signal it: SIGSTOP
+    /// makes a peer that stops answering.
+    fn pid(&self) -> u32;
 
     /// The session's state toward `neighbor`, or `None` if the daemon does not report one
     /// (not configured, or its control socket is not up yet).
