@@ -7,18 +7,19 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 use serde::Serialize;
+use smallvec::SmallVec;
 
-use crate::block::{
-    ATTRIBUTE_NODE, ATTRIBUTE_TIMESTAMP, ATTRIBUTE_TYPE, AllocationAttribute, IPAMBlock,
-};
+use crate::block::{ATTRIBUTE_TYPE, AllocationAttribute, IPAMBlock};
 use crate::error::{IpamError, PoolAttempt, PoolRefusal};
 use crate::ipam::{Change, Ipam, Reserved, Typed, node_hash, unix_now};
 use crate::model::{
-    AffinityState, AllowedUse, BlockAffinity, EncapsulationMode, Family, IPAMConfig, IPAMHandle,
-    IPPool, Kind, block_name,
+    AffinityState, AllowedUse, BlockAffinity, BlockName, EncapsulationMode, Family, HandleBlocks,
+    IPAMConfig, IPAMHandle, IPPool, Kind, Resource, block_name,
 };
+use crate::name::Name;
+use crate::secondary::Secondary;
 use crate::selector::Selector;
-use crate::store::{Store, StoreError, Versioned};
+use crate::store::{Store, StoreError};
 
 /// A node's tunnel device, which gets one address from a pool using that encapsulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -129,21 +130,45 @@ enum Owner<'a> {
     Borrow,
 }
 
+/// The pools an assignment may use: a handful, held inline.
+type Pools<'c> = SmallVec<[&'c IPPool; 4]>;
+
+/// One of the node's blocks, as step 1 of an assignment sees it: its affinity's state and,
+/// if the block exists, how many addresses it has free.
+#[derive(Clone, Copy)]
+struct OwnBlock {
+    cidr: IpNet,
+    state: AffinityState,
+    free: Option<u32>,
+}
+
 /// Everything one automatic assignment reads once and uses throughout.
 struct Context<'a> {
     args: &'a AutoAssignArgs,
     config: IPAMConfig,
     /// The pools as read (shared with the store, not copied).
-    pools: Vec<Versioned>,
+    pools: SmallVec<[Arc<Resource>; 2]>,
     reserved: Reserved,
     attribute: Arc<AllocationAttribute>,
+    /// The handle's name, allocated once for the attribute and a new handle object.
+    handle: Name,
+    /// Unix seconds at the start of the call: the allocation's and a new handle's timestamp.
+    now: u64,
+}
+
+/// How [`Ipam::adjust_handle_at`] makes a handle that does not exist yet: with the name the
+/// allocations' attribute shares, and the time the caller read.
+#[derive(Clone, Copy)]
+struct NewHandle<'a> {
+    name: &'a Name,
+    now: u64,
 }
 
 impl Context<'_> {
     fn pools(&self) -> impl Iterator<Item = &IPPool> {
         self.pools
             .iter()
-            .filter_map(|versioned| IPPool::from_resource(&versioned.value))
+            .filter_map(|pool| IPPool::from_resource(pool))
     }
 }
 
@@ -154,29 +179,33 @@ impl<S: Store> Ipam<S> {
     pub fn auto_assign(&self, args: &AutoAssignArgs) -> Result<Assigned, IpamError> {
         validate_handle(&args.handle_id)?;
         validate_node(&args.node)?;
-        let mut secondary = args.attributes.clone();
-        secondary.insert(ATTRIBUTE_NODE.to_string(), args.node.clone());
-        secondary.insert(ATTRIBUTE_TIMESTAMP.to_string(), unix_now().to_string());
+        let mut secondary = Secondary::from_map(&args.attributes);
+        secondary.set_node(&args.node);
+        let now = unix_now();
+        secondary.set_timestamp(now);
         if let Some(tunnel) = args.tunnel {
             secondary.insert(
                 ATTRIBUTE_TYPE.to_string(),
                 tunnel.attribute_type().to_string(),
             );
         }
+        let handle = Name::new(&args.handle_id);
         let context = Context {
             args,
             config: self.config()?,
-            pools: self.store.list(Kind::IPPool, None)?,
-            reserved: Reserved(Arc::new(
-                self.reservations()?
-                    .into_iter()
-                    .flat_map(|r| r.reserved_cidrs)
-                    .collect(),
-            )),
+            pools: {
+                let mut pools = SmallVec::new();
+                self.store
+                    .visit(Kind::IPPool, None, &mut |pool| pools.push(Arc::clone(pool)))?;
+                pools
+            },
+            reserved: self.reserved()?,
             attribute: Arc::new(AllocationAttribute {
-                handle_id: Some(args.handle_id.clone()),
+                handle_id: Some(handle.clone()),
                 secondary,
             }),
+            handle,
+            now,
         };
         let ipv4 = self.assign_family(&context, Family::V4, args.num4)?;
         let ipv6 = match self.assign_family(&context, Family::V6, args.num6) {
@@ -201,38 +230,42 @@ impl<S: Store> Ipam<S> {
         let args = context.args;
         let node = args.node.as_str();
         let (eligible, mut refused) = classify_pools(context, family)?;
-        let mut got: Vec<Allocation> = Vec::new();
+        let mut got: Vec<Allocation> = Vec::with_capacity(wanted.min(64) as usize);
         let in_eligible = |cidr: &IpNet| eligible.iter().any(|pool| pool.cidr.contains(cidr));
 
-        // 1. Blocks the node owns: two indexed reads (its affinities, its blocks), however
-        //    many blocks there are in all.
-        let mut affinities: Vec<(IpNet, AffinityState)> = self
-            .store
-            .list(Kind::BlockAffinity, Some(node))?
-            .iter()
-            .filter_map(|versioned| BlockAffinity::from_resource(&versioned.value))
-            .map(|affinity| (affinity.cidr, affinity.state))
-            .collect();
-        affinities.sort_unstable_by_key(|(cidr, _)| *cidr);
-        let mut owned = affinities.len() as u32;
-        // What each of the node's blocks has free, noted and let go before writing, so that
-        // the memory store can change a block in place instead of copying it.
-        let free_in_own: Vec<(IpNet, u32)> = self
-            .store
-            .list(Kind::IPAMBlock, Some(node))?
-            .iter()
-            .filter_map(|versioned| IPAMBlock::from_resource(&versioned.value))
-            .filter(|block| block.affinity_node() == Some(node))
-            .map(|block| (block.cidr, context.reserved.assignable(block)))
-            .collect();
-        for &(cidr, state) in &affinities {
+        // 1. Blocks the node owns: two indexed, borrowed reads (its affinities, its blocks),
+        //    however many blocks there are in all. What each block has free is noted and
+        //    let go before writing, so that the memory store changes the block in place.
+        let mut own: SmallVec<[OwnBlock; 4]> = SmallVec::new();
+        self.store
+            .visit(Kind::BlockAffinity, Some(node), &mut |resource| {
+                if let Some(affinity) = BlockAffinity::from_resource(resource) {
+                    own.push(OwnBlock {
+                        cidr: affinity.cidr,
+                        state: affinity.state,
+                        free: None,
+                    });
+                }
+            })?;
+        own.sort_unstable_by_key(|block| block.cidr);
+        let mut owned = own.len() as u32;
+        self.store
+            .visit(Kind::IPAMBlock, Some(node), &mut |resource| {
+                if let Some(block) = IPAMBlock::from_resource(resource)
+                    && block.affinity_node() == Some(node)
+                    && let Ok(found) = own.binary_search_by_key(&block.cidr, |own| own.cidr)
+                {
+                    own[found].free = Some(context.reserved.assignable(block));
+                }
+            })?;
+        for &OwnBlock { cidr, state, free } in &own {
             if got.len() as u32 >= wanted {
                 break;
             }
             if Family::of_net(&cidr) != family || !in_eligible(&cidr) {
                 continue;
             }
-            let Some(&(_, free)) = free_in_own.iter().find(|(own, _)| *own == cidr) else {
+            let Some(free) = free else {
                 continue;
             };
             match state {
@@ -243,7 +276,7 @@ impl<S: Store> Ipam<S> {
                 AffinityState::PendingDeletion => continue,
             }
             let planned = free.min(wanted - got.len() as u32);
-            got.extend(self.assign_from_block(context, &cidr, planned, Owner::Node(node))?);
+            self.assign_from_block(context, &cidr, planned, Owner::Node(node), &mut got)?;
         }
 
         // 2. Claim new blocks, starting where the node's name hashes to in each pool.
@@ -273,7 +306,7 @@ impl<S: Store> Ipam<S> {
             let Some(cidr) = claimed else { break };
             owned += 1;
             let planned = (wanted - got.len() as u32).min(crate::block::block_size_of(&cidr));
-            got.extend(self.assign_from_block(context, &cidr, planned, Owner::Node(node))?);
+            self.assign_from_block(context, &cidr, planned, Owner::Node(node), &mut got)?;
         }
 
         // 3. Borrow from other nodes' blocks. This lists blocks, but only when the node can
@@ -295,7 +328,7 @@ impl<S: Store> Ipam<S> {
                     break;
                 }
                 let planned = free.min(wanted - got.len() as u32);
-                got.extend(self.assign_from_block(context, &cidr, planned, Owner::Borrow)?);
+                self.assign_from_block(context, &cidr, planned, Owner::Borrow, &mut got)?;
             }
         }
 
@@ -329,19 +362,21 @@ impl<S: Store> Ipam<S> {
         Ok(got)
     }
 
-    /// Takes up to `planned` addresses from one block (as many as the caller saw free). The
-    /// handle is counted first and the block written second, so a crash in between leaves a
-    /// handle that over-counts (which release by handle and GC clean up), never an address
-    /// nobody can find. If the block turns out to have less, the handle is corrected.
+    /// Takes up to `planned` addresses from one block (as many as the caller saw free) and
+    /// appends them to `got`. The handle is counted first and the block written second, so
+    /// a crash in between leaves a handle that over-counts (which release by handle and GC
+    /// clean up), never an address nobody can find. If the block turns out to have less,
+    /// the handle is corrected.
     fn assign_from_block(
         &self,
         context: &Context<'_>,
         cidr: &IpNet,
         planned: u32,
         owner: Owner<'_>,
-    ) -> Result<Vec<Allocation>, IpamError> {
+        got: &mut Vec<Allocation>,
+    ) -> Result<(), IpamError> {
         if planned == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         let reserved = |address: IpAddr| context.reserved.contains(address);
         let usable = |block: &IPAMBlock| match owner {
@@ -349,45 +384,60 @@ impl<S: Store> Ipam<S> {
             Owner::Borrow => !block.strict_affinity,
         };
         let handle_id = context.args.handle_id.as_str();
-        let name = block_name(cidr);
-        self.adjust_handle(handle_id, &name, i64::from(planned))?;
-        let taken =
-            self.modify::<IPAMBlock, Vec<Allocation>>("assigning from a block", &name, |current| {
-                let Some(current) = current else {
-                    return Ok(Change::Keep(Vec::new()));
-                };
-                if !usable(current) {
-                    return Ok(Change::Keep(Vec::new()));
-                }
-                // In place: `assign` changes nothing when it takes nothing.
-                let taken: Vec<Allocation> = current
-                    .assign(planned, &context.attribute, &reserved)
-                    .into_iter()
-                    .map(|(address, sequence)| Allocation {
+        let name = BlockName::new(cidr);
+        let name = name.as_str();
+        self.adjust_handle_at(
+            handle_id,
+            name,
+            i64::from(planned),
+            Some(NewHandle {
+                name: &context.handle,
+                now: context.now,
+            }),
+        )?;
+        let before = got.len();
+        let taken = self.modify::<IPAMBlock, u32>("assigning from a block", name, |current| {
+            // A retried step starts again from what the store shows now.
+            got.truncate(before);
+            let Some(current) = current else {
+                return Ok(Change::Keep(0));
+            };
+            if !usable(current) {
+                return Ok(Change::Keep(0));
+            }
+            // In place: `assign_each` changes nothing when it takes nothing.
+            let taken = current.assign_each(
+                planned,
+                &context.attribute,
+                &reserved,
+                |address, sequence| {
+                    got.push(Allocation {
                         address,
                         block: *cidr,
                         sequence,
                     })
-                    .collect();
-                if taken.is_empty() {
-                    Ok(Change::Keep(taken))
-                } else {
-                    Ok(Change::Updated(taken))
-                }
-            });
+                },
+            );
+            if taken == 0 {
+                Ok(Change::Keep(0))
+            } else {
+                Ok(Change::Updated(taken))
+            }
+        });
         let taken = match taken {
             Ok(taken) => taken,
             Err(error) => {
+                got.truncate(before);
                 // Best effort: the handle over-counts until GC if this fails too.
-                let _ = self.adjust_handle(handle_id, &name, -i64::from(planned));
+                let _ = self.adjust_handle(handle_id, name, -i64::from(planned));
                 return Err(error);
             }
         };
-        let shortfall = planned - taken.len() as u32;
+        let shortfall = planned - taken;
         if shortfall > 0 {
-            self.adjust_handle(handle_id, &name, -i64::from(shortfall))?;
+            self.adjust_handle(handle_id, name, -i64::from(shortfall))?;
         }
-        Ok(taken)
+        Ok(())
     }
 
     /// Adds `delta` to a handle's count for a block; creates the handle on first use and
@@ -397,6 +447,17 @@ impl<S: Store> Ipam<S> {
         handle_id: &str,
         block: &str,
         delta: i64,
+    ) -> Result<(), IpamError> {
+        self.adjust_handle_at(handle_id, block, delta, None)
+    }
+
+    /// [`Ipam::adjust_handle`], making a handle that does not exist yet as `new` says.
+    fn adjust_handle_at(
+        &self,
+        handle_id: &str,
+        block: &str,
+        delta: i64,
+        new: Option<NewHandle<'_>>,
     ) -> Result<(), IpamError> {
         self.modify::<IPAMHandle, ()>("counting a handle's addresses", handle_id, |current| {
             let count = |handle: &IPAMHandle| {
@@ -409,17 +470,20 @@ impl<S: Store> Ipam<S> {
                 } else if let Some(slot) = handle.block.get_mut(block) {
                     *slot = new;
                 } else {
-                    handle.block.insert(block.to_string(), new);
+                    handle.block.insert(block, new);
                 }
             };
             match current {
                 None if delta <= 0 => Ok(Change::Keep(())),
                 None => {
                     let mut handle = IPAMHandle {
-                        handle_id: handle_id.to_string(),
-                        block: BTreeMap::new(),
+                        handle_id: match new {
+                            Some(new) => new.name.clone(),
+                            None => Name::new(handle_id),
+                        },
+                        block: HandleBlocks::new(),
                         deleted: false,
-                        timestamp: unix_now(),
+                        timestamp: new.map_or_else(unix_now, |new| new.now),
                     };
                     let new = count(&handle);
                     set(&mut handle, new);
@@ -610,14 +674,14 @@ impl<S: Store> Ipam<S> {
             let holder = block
                 .attributes
                 .get(index as usize)
-                .and_then(|a| a.handle_id.clone());
+                .and_then(|a| a.handle_id.as_deref().map(str::to_string));
             return Err(IpamError::AddressInUse { address, holder });
         }
-        let mut secondary = args.attributes.clone();
-        secondary.insert(ATTRIBUTE_NODE.to_string(), args.node.clone());
-        secondary.insert(ATTRIBUTE_TIMESTAMP.to_string(), unix_now().to_string());
+        let mut secondary = Secondary::from_map(&args.attributes);
+        secondary.set_node(&args.node);
+        secondary.set_timestamp(unix_now());
         let attribute = Arc::new(AllocationAttribute {
-            handle_id: Some(args.handle_id.clone()),
+            handle_id: Some(Name::new(&args.handle_id)),
             secondary,
         });
         self.adjust_handle(&args.handle_id, &name, 1)?;
@@ -709,9 +773,9 @@ impl<S: Store> Ipam<S> {
 fn classify_pools<'c>(
     context: &'c Context<'_>,
     family: Family,
-) -> Result<(Vec<&'c IPPool>, Vec<PoolAttempt>), IpamError> {
+) -> Result<(Pools<'c>, Vec<PoolAttempt>), IpamError> {
     let args = context.args;
-    let mut eligible = Vec::new();
+    let mut eligible = Pools::new();
     let mut refused = Vec::new();
     for pool in context.pools() {
         if pool.family() != family || (!args.pools.is_empty() && !args.pools.contains(&pool.name)) {
@@ -758,7 +822,11 @@ fn classify_pools<'c>(
 }
 
 pub(crate) fn validate_handle(handle_id: &str) -> Result<(), IpamError> {
-    if handle_id.is_empty() || handle_id.chars().any(char::is_control) {
+    // Printable ASCII (every name in practice) in one pass over the bytes; anything else
+    // is decided char by char.
+    let control = !handle_id.bytes().all(|b| (0x20..0x7f).contains(&b))
+        && handle_id.chars().any(char::is_control);
+    if handle_id.is_empty() || control {
         return Err(IpamError::InvalidArgument {
             what: format!("handle {handle_id:?}: must be non-empty, without control characters"),
         });
@@ -767,7 +835,9 @@ pub(crate) fn validate_handle(handle_id: &str) -> Result<(), IpamError> {
 }
 
 pub(crate) fn validate_node(node: &str) -> Result<(), IpamError> {
-    if node.is_empty() || node.chars().any(|c| c.is_control() || c.is_whitespace()) {
+    let bad = !node.bytes().all(|b| (0x21..0x7f).contains(&b))
+        && node.chars().any(|c| c.is_control() || c.is_whitespace());
+    if node.is_empty() || bad {
         return Err(IpamError::InvalidArgument {
             what: format!("node {node:?}: must be non-empty, without spaces or control characters"),
         });

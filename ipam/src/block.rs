@@ -9,6 +9,8 @@ use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
 use crate::model::{Family, host_affinity};
+use crate::name::Name;
+use crate::secondary::Secondary;
 
 /// Secondary attribute keys (Calico's names).
 pub const ATTRIBUTE_POD: &str = "pod";
@@ -21,10 +23,11 @@ pub const ATTRIBUTE_TIMESTAMP: &str = "timestamp";
 /// Who holds an allocation: the handle, and what it is for (pod, namespace, node, type).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AllocationAttribute {
+    /// Shared with the handle object (see [`Name`]).
     #[serde(rename = "handle_id")]
-    pub handle_id: Option<String>,
+    pub handle_id: Option<Name>,
     #[serde(default)]
-    pub secondary: BTreeMap<String, String>,
+    pub secondary: Secondary,
 }
 
 /// A block of a pool and who holds each of its addresses.
@@ -103,7 +106,6 @@ impl<'a> AllocationView<'a> {
     pub fn secondary(&self, key: &str) -> Option<&'a str> {
         self.attribute
             .and_then(|attribute| attribute.secondary.get(key))
-            .map(String::as_str)
     }
 }
 
@@ -183,29 +185,46 @@ impl IPAMBlock {
         reserved: &dyn Fn(IpAddr) -> bool,
     ) -> Vec<(IpAddr, u64)> {
         let mut picked = Vec::with_capacity(count as usize);
+        self.assign_each(count, attribute, reserved, |address, sequence| {
+            picked.push((address, sequence))
+        });
+        picked
+    }
+
+    /// [`IPAMBlock::assign`], handing each address and its sequence number to `taken`
+    /// instead of collecting them: the assignment path writes them straight into its
+    /// result. Returns how many were taken.
+    pub fn assign_each(
+        &mut self,
+        count: u32,
+        attribute: &Arc<AllocationAttribute>,
+        reserved: &dyn Fn(IpAddr) -> bool,
+        mut taken: impl FnMut(IpAddr, u64),
+    ) -> u32 {
+        let mut index = None;
+        let mut done = 0;
         let mut position = 0;
-        while picked.len() < count as usize && position < self.unallocated.len() {
+        while done < count && position < self.unallocated.len() {
             let ordinal = self.unallocated[position];
-            if reserved(self.address(ordinal)) {
+            let address = self.address(ordinal);
+            if reserved(address) {
                 position += 1;
+                continue;
+            }
+            if position == 0 {
+                self.unallocated.pop_front();
             } else {
                 self.unallocated.remove(position);
-                picked.push(ordinal);
             }
+            // Interned on the first address taken, so that taking nothing changes nothing.
+            let index = *index.get_or_insert_with(|| self.intern(attribute));
+            let sequence = self.take_sequence();
+            self.allocations[ordinal as usize] = Some(index);
+            self.set_sequence(ordinal, Some(sequence));
+            taken(address, sequence);
+            done += 1;
         }
-        if picked.is_empty() {
-            return Vec::new();
-        }
-        let index = self.intern(attribute);
-        picked
-            .into_iter()
-            .map(|ordinal| {
-                let sequence = self.take_sequence();
-                self.allocations[ordinal as usize] = Some(index);
-                self.set_sequence(ordinal, Some(sequence));
-                (self.address(ordinal), sequence)
-            })
-            .collect()
+        done
     }
 
     /// Takes one named address. Fails with the current holder's handle if it is taken.
@@ -221,7 +240,7 @@ impl IPAMBlock {
             let holder = self
                 .attributes
                 .get(index as usize)
-                .and_then(|attribute| attribute.handle_id.clone());
+                .and_then(|attribute| attribute.handle_id.as_deref().map(str::to_string));
             return Err(Some(holder));
         }
         self.unallocated.retain(|&free| free != ordinal);
@@ -244,7 +263,7 @@ impl IPAMBlock {
         let handle_id = self
             .attributes
             .get(index as usize)
-            .and_then(|attribute| attribute.handle_id.clone());
+            .and_then(|attribute| attribute.handle_id.as_deref().map(str::to_string));
         let sequence = self.sequence_of(ordinal);
         if let Some(expected) = expected_sequence.filter(|&expected| expected != sequence) {
             return Err(ReleaseRefusal::SequenceMismatch {
@@ -491,8 +510,8 @@ mod tests {
 
     fn attribute(handle: &str) -> Arc<AllocationAttribute> {
         Arc::new(AllocationAttribute {
-            handle_id: Some(handle.to_string()),
-            secondary: BTreeMap::new(),
+            handle_id: Some(handle.into()),
+            secondary: Secondary::new(),
         })
     }
 

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::block::{ATTRIBUTE_NODE, ATTRIBUTE_TIMESTAMP, IPAMBlock};
 use crate::error::IpamError;
 use crate::ipam::{Change, Ipam};
-use crate::model::{AffinityState, BlockAffinity, IPAMHandle, block_name};
+use crate::model::{AffinityState, BlockAffinity, HandleBlocks, IPAMHandle, block_name};
 use crate::store::Store;
 
 /// Addresses of one block, and who borrowed from it.
@@ -219,14 +219,14 @@ impl<S: Store> Ipam<S> {
     }
 
     fn repair_handle_from(&self, handle_id: &str, blocks: &[IPAMBlock]) -> Result<bool, IpamError> {
-        let mut truth: BTreeMap<String, u32> = BTreeMap::new();
+        let mut truth = HandleBlocks::new();
         for block in blocks {
             let count = block
                 .allocations_iter()
                 .filter(|v| v.handle_id() == Some(handle_id))
                 .count();
             if count > 0 {
-                truth.insert(block_name(&block.cidr), count as u32);
+                truth.insert(&block_name(&block.cidr), count as u32);
             }
         }
         self.modify::<IPAMHandle, bool>("repairing a handle", handle_id, |current| {
@@ -240,7 +240,7 @@ impl<S: Store> Ipam<S> {
                 None if truth.is_empty() => Change::Keep(false),
                 None => Change::Put(
                     IPAMHandle {
-                        handle_id: handle_id.to_string(),
+                        handle_id: handle_id.into(),
                         block: truth.clone(),
                         deleted: false,
                         timestamp: crate::ipam::unix_now(),
@@ -340,7 +340,7 @@ impl<S: Store> Ipam<S> {
                     (
                         view.handle_id().map(str::to_string),
                         view.attribute
-                            .map(|a| a.secondary.clone())
+                            .map(|a| a.secondary.to_map())
                             .unwrap_or_default(),
                         view.sequence,
                     )
@@ -453,7 +453,7 @@ impl<S: Store> Ipam<S> {
         let mut recorded: HashMap<(String, String), u32> = HashMap::new();
         for handle in &handles {
             for (block, &count) in &handle.block {
-                recorded.insert((handle.handle_id.clone(), block.clone()), count);
+                recorded.insert((handle.handle_id.to_string(), block.to_string()), count);
             }
         }
         let keys: BTreeSet<&(String, String)> = recorded.keys().chain(actual.keys()).collect();
@@ -540,7 +540,7 @@ impl<S: Store> Ipam<S> {
         let handles: HashMap<String, IPAMHandle> = self
             .handles()?
             .into_iter()
-            .map(|h| (h.handle_id.clone(), h))
+            .map(|h| (h.handle_id.to_string(), h))
             .collect();
 
         // 1. Leaked handles: seen in blocks or as objects, not live, old enough.
@@ -568,13 +568,13 @@ impl<S: Store> Ipam<S> {
             }
         }
         for handle in handles.values() {
-            if !live_handles.contains(&handle.handle_id)
+            if !live_handles.contains(handle.handle_id.as_str())
                 && old_enough(now.saturating_sub(handle.timestamp))
             {
                 leaked
-                    .entry(handle.handle_id.clone())
+                    .entry(handle.handle_id.to_string())
                     .or_default()
-                    .extend(handle.block.keys().cloned());
+                    .extend(handle.block.keys().map(str::to_string));
             }
         }
         for (handle_id, blocks) in leaked {

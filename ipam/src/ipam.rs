@@ -4,7 +4,6 @@
 use std::cell::Cell;
 use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
-use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ipnet::IpNet;
@@ -166,6 +165,18 @@ impl<S: Store> Ipam<S> {
         self.list_typed(None)
     }
 
+    /// Every reserved CIDR, read in place (no reservation is copied).
+    pub(crate) fn reserved(&self) -> Result<Reserved, IpamError> {
+        let mut cidrs = Vec::new();
+        self.store
+            .visit(Kind::IPReservation, None, &mut |resource| {
+                if let Some(reservation) = IPReservation::from_resource(resource) {
+                    cidrs.extend_from_slice(&reservation.reserved_cidrs);
+                }
+            })?;
+        Ok(Reserved(cidrs))
+    }
+
     /// Adds or replaces a reservation. Addresses already allocated inside it stay allocated;
     /// automatic assignment skips the rest from now on.
     pub fn set_reservation(&self, reservation: IPReservation) -> Result<(), IpamError> {
@@ -323,7 +334,7 @@ pub(crate) fn node_hash(node: &str) -> u64 {
 }
 
 /// Shared read-only inputs of one assignment.
-pub(crate) struct Reserved(pub(crate) Arc<Vec<IpNet>>);
+pub(crate) struct Reserved(pub(crate) Vec<IpNet>);
 
 impl Reserved {
     pub(crate) fn contains(&self, address: std::net::IpAddr) -> bool {

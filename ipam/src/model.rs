@@ -8,8 +8,10 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use smallvec::SmallVec;
 
 use crate::block::IPAMBlock;
+use crate::name::Name;
 
 /// Default block prefix length for IPv4 pools (a /26: 64 addresses).
 pub const DEFAULT_BLOCK_SIZE_V4: u8 = 26;
@@ -234,7 +236,12 @@ impl BlockAffinity {
     /// The store name: `<block name>.<node>`. Block names contain no dot, so the first dot
     /// splits the two unambiguously whatever the node is called.
     pub fn name_for(node: &str, cidr: &IpNet) -> String {
-        format!("{}.{}", block_name(cidr), node)
+        let block = BlockName::new(cidr);
+        let mut name = String::with_capacity(block.len() + 1 + node.len());
+        name.push_str(&block);
+        name.push('.');
+        name.push_str(node);
+        name
     }
 
     pub fn name(&self) -> String {
@@ -247,10 +254,11 @@ impl BlockAffinity {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct IPAMHandle {
+    /// Shared with the allocations' attributes (see [`Name`]).
     #[serde(rename = "handleID")]
-    pub handle_id: String,
+    pub handle_id: Name,
     /// Block name → number of addresses this handle holds there.
-    pub block: BTreeMap<String, u32>,
+    pub block: HandleBlocks,
     #[serde(default)]
     pub deleted: bool,
     /// Unix seconds when the handle was created; GC's grace period counts from it.
@@ -261,6 +269,144 @@ pub struct IPAMHandle {
 impl IPAMHandle {
     pub fn total(&self) -> u64 {
         self.block.values().map(|&count| u64::from(count)).sum()
+    }
+}
+
+/// An [`IPAMHandle`]'s count of addresses per block: in Calico's JSON a map from block name
+/// to count, kept here as entries in block-name order. Nearly every handle counts one
+/// block (a pod's address), so one entry is held inline, its name too ([`BlockName`]); a
+/// `BTreeMap<String, u32>` made two allocations (a node with room for eleven, and the name)
+/// on the path of every assignment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HandleBlocks(SmallVec<[(RecordedName, u32); 1]>);
+
+/// A block name as a handle records it: inline for every name tortie writes, on the heap
+/// for a longer one read from elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum RecordedName {
+    Inline(BlockName),
+    Heap(String),
+}
+
+impl RecordedName {
+    fn new(name: &str) -> RecordedName {
+        match BlockName::from_text(name) {
+            Some(inline) => RecordedName::Inline(inline),
+            None => RecordedName::Heap(name.to_string()),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            RecordedName::Inline(name) => name.as_str(),
+            RecordedName::Heap(name) => name,
+        }
+    }
+}
+
+impl HandleBlocks {
+    pub fn new() -> HandleBlocks {
+        HandleBlocks::default()
+    }
+
+    fn position(&self, block: &str) -> Result<usize, usize> {
+        self.0
+            .binary_search_by(|(name, _)| name.as_str().cmp(block))
+    }
+
+    pub fn get(&self, block: &str) -> Option<&u32> {
+        self.position(block).ok().map(|index| &self.0[index].1)
+    }
+
+    pub fn get_mut(&mut self, block: &str) -> Option<&mut u32> {
+        self.position(block).ok().map(|index| &mut self.0[index].1)
+    }
+
+    /// Sets a block's count; returns the count it replaced.
+    pub fn insert(&mut self, block: &str, count: u32) -> Option<u32> {
+        match self.position(block) {
+            Ok(index) => Some(std::mem::replace(&mut self.0[index].1, count)),
+            Err(index) => {
+                self.0.insert(index, (RecordedName::new(block), count));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, block: &str) -> Option<u32> {
+        self.position(block)
+            .ok()
+            .map(|index| self.0.remove(index).1)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Block names, in order.
+    pub fn keys(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(name, _)| name.as_str())
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &u32> {
+        self.0.iter().map(|(_, count)| count)
+    }
+
+    /// (block name, count), in block-name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &u32)> {
+        self.0.iter().map(|(name, count)| (name.as_str(), count))
+    }
+}
+
+impl<'a> IntoIterator for &'a HandleBlocks {
+    type Item = (&'a str, &'a u32);
+    type IntoIter = HandleBlocksIter<'a>;
+
+    fn into_iter(self) -> HandleBlocksIter<'a> {
+        HandleBlocksIter(self.0.iter())
+    }
+}
+
+/// (block name, count) of a [`HandleBlocks`], in block-name order.
+pub struct HandleBlocksIter<'a>(std::slice::Iter<'a, (RecordedName, u32)>);
+
+impl<'a> Iterator for HandleBlocksIter<'a> {
+    type Item = (&'a str, &'a u32);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|(name, count)| (name.as_str(), count))
+    }
+}
+
+impl<N: AsRef<str>> FromIterator<(N, u32)> for HandleBlocks {
+    fn from_iter<I: IntoIterator<Item = (N, u32)>>(entries: I) -> HandleBlocks {
+        let mut blocks = HandleBlocks::new();
+        for (name, count) in entries {
+            blocks.insert(name.as_ref(), count);
+        }
+        blocks
+    }
+}
+
+impl<N: AsRef<str>, const L: usize> From<[(N, u32); L]> for HandleBlocks {
+    fn from(entries: [(N, u32); L]) -> HandleBlocks {
+        entries.into_iter().collect()
+    }
+}
+
+impl Serialize for HandleBlocks {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for HandleBlocks {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<HandleBlocks, D::Error> {
+        BTreeMap::<String, u32>::deserialize(deserializer).map(|map| map.into_iter().collect())
     }
 }
 
@@ -383,7 +529,7 @@ impl Resource {
             Resource::IPPool(pool) => pool.name.clone(),
             Resource::IPAMBlock(block) => block_name(&block.cidr),
             Resource::BlockAffinity(affinity) => affinity.name(),
-            Resource::IPAMHandle(handle) => handle.handle_id.clone(),
+            Resource::IPAMHandle(handle) => handle.handle_id.to_string(),
             Resource::IPAMConfig(_) => IPAM_CONFIG_NAME.to_string(),
             Resource::IPReservation(reservation) => reservation.name.clone(),
         }
@@ -426,26 +572,182 @@ impl Resource {
 /// A block's store name, Calico-style: the CIDR with `.`, `:` and `/` turned into `-`
 /// (`198-18-0-0-26`), which is a valid Kubernetes object name and an etcd key segment.
 pub fn block_name(cidr: &IpNet) -> String {
-    use std::fmt::Write;
-    /// Writes what it is given with the separators turned into dashes, so the name is
-    /// built in one allocation (this runs several times per assignment).
-    struct Dashed(String);
-    impl Write for Dashed {
-        fn write_str(&mut self, text: &str) -> fmt::Result {
-            self.0.extend(text.chars().map(|c| match c {
-                '.' | ':' | '/' => '-',
-                other => other,
-            }));
-            Ok(())
+    BlockName::new(cidr).as_str().to_string()
+}
+
+/// [`block_name`] held inline, for the assignment path, which names a block on every call:
+/// no allocation, and an IPv4 name written digit by digit (through `Display` for the
+/// address and then each octet, the name cost more than the store lookup it was for).
+/// The longest name, a full IPv6 address with its prefix, is 43 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlockName {
+    length: u8,
+    bytes: [u8; BLOCK_NAME_CAPACITY],
+}
+
+const BLOCK_NAME_CAPACITY: usize = 48;
+
+impl BlockName {
+    pub fn new(cidr: &IpNet) -> BlockName {
+        let mut name = BlockName {
+            length: 0,
+            bytes: [0; BLOCK_NAME_CAPACITY],
+        };
+        match cidr {
+            IpNet::V4(net) => {
+                for octet in net.addr().octets() {
+                    name.push_decimal(octet);
+                    name.push(b'-');
+                }
+                name.push_decimal(net.prefix_len());
+            }
+            IpNet::V6(_) => {
+                use std::fmt::Write;
+                // Writing cannot fail: the name always fits (see above).
+                let _ = write!(name, "{cidr}");
+            }
+        }
+        name
+    }
+
+    /// A name read from elsewhere, if it fits.
+    pub fn from_text(text: &str) -> Option<BlockName> {
+        let mut name = BlockName {
+            length: 0,
+            bytes: [0; BLOCK_NAME_CAPACITY],
+        };
+        let room = name.bytes.get_mut(..text.len())?;
+        room.copy_from_slice(text.as_bytes());
+        name.length = text.len() as u8;
+        Some(name)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Filled from ASCII (digits, dashes, hexadecimal) or a whole `&str`, so this cannot
+        // fail.
+        std::str::from_utf8(&self.bytes[..usize::from(self.length)]).unwrap_or_default()
+    }
+
+    fn push(&mut self, byte: u8) {
+        if let Some(slot) = self.bytes.get_mut(usize::from(self.length)) {
+            *slot = byte;
+            self.length += 1;
         }
     }
-    let mut name = Dashed(String::with_capacity(48));
-    // Writing to a String cannot fail.
-    let _ = write!(name, "{cidr}");
-    name.0
+
+    fn push_decimal(&mut self, value: u8) {
+        if value >= 100 {
+            self.push(b'0' + value / 100);
+        }
+        if value >= 10 {
+            self.push(b'0' + value / 10 % 10);
+        }
+        self.push(b'0' + value % 10);
+    }
+}
+
+impl fmt::Write for BlockName {
+    fn write_str(&mut self, text: &str) -> fmt::Result {
+        if usize::from(self.length) + text.len() > BLOCK_NAME_CAPACITY {
+            return Err(fmt::Error);
+        }
+        for byte in text.bytes() {
+            self.push(match byte {
+                b'.' | b':' | b'/' => b'-',
+                other => other,
+            });
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Deref for BlockName {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
 }
 
 /// The `affinity` value of a block owned by `node`.
 pub fn host_affinity(node: &str) -> String {
-    format!("host:{node}")
+    let mut affinity = String::with_capacity(5 + node.len());
+    affinity.push_str("host:");
+    affinity.push_str(node);
+    affinity
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The name as it was first defined: `Display` of the CIDR, separators turned to dashes.
+    fn by_display(cidr: &IpNet) -> String {
+        cidr.to_string()
+            .chars()
+            .map(|c| if matches!(c, '.' | ':' | '/') { '-' } else { c })
+            .collect()
+    }
+
+    #[test]
+    fn block_names_are_the_display_form_with_dashes() {
+        for text in [
+            "198.18.0.0/26",
+            "0.0.0.0/32",
+            "255.255.255.192/26",
+            "10.1.20.100/30",
+            "2001:db8::/122",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ff80/128",
+            "::ffff:198.51.100.0/120",
+            "fd00:1:2:3::40/122",
+        ] {
+            let cidr: IpNet = text.parse().unwrap();
+            assert_eq!(block_name(&cidr), by_display(&cidr), "{text}");
+            assert_eq!(&*BlockName::new(&cidr), by_display(&cidr), "{text}");
+        }
+        assert_eq!(
+            block_name(&"198.18.0.0/26".parse().unwrap()),
+            "198-18-0-0-26"
+        );
+        assert_eq!(
+            BlockAffinity::name_for("node-a", &"198.18.0.64/26".parse().unwrap()),
+            "198-18-0-64-26.node-a"
+        );
+    }
+
+    #[test]
+    fn handle_blocks_keep_name_order_and_read_as_a_map() {
+        let long = "a-block-name-from-elsewhere-longer-than-any-tortie-writes";
+        let mut blocks = HandleBlocks::new();
+        assert!(blocks.is_empty());
+        assert_eq!(blocks.insert("198-18-0-64-26", 1), None);
+        assert_eq!(blocks.insert("198-18-0-0-26", 2), None);
+        assert_eq!(blocks.insert(long, 3), None);
+        assert_eq!(blocks.insert("198-18-0-0-26", 4), Some(2));
+        *blocks.get_mut("198-18-0-64-26").unwrap() += 1;
+        let expected = BTreeMap::from([
+            ("198-18-0-0-26".to_string(), 4),
+            ("198-18-0-64-26".to_string(), 2),
+            (long.to_string(), 3),
+        ]);
+        let seen: BTreeMap<String, u32> = blocks
+            .iter()
+            .map(|(name, &count)| (name.to_string(), count))
+            .collect();
+        assert_eq!(seen, expected);
+        assert!(blocks.keys().is_sorted());
+        assert_eq!(blocks.len(), 3);
+        assert_eq!(blocks.values().sum::<u32>(), 9);
+        assert_eq!(
+            serde_json::to_string(&blocks).unwrap(),
+            serde_json::to_string(&expected).unwrap()
+        );
+        let back: HandleBlocks =
+            serde_json::from_str(&serde_json::to_string(&expected).unwrap()).unwrap();
+        assert_eq!(back, blocks);
+        assert_eq!(blocks.remove(long), Some(3));
+        assert_eq!(blocks.remove(long), None);
+        assert_eq!(blocks.get(long), None);
+        assert_eq!(blocks.get("198-18-0-0-26"), Some(&4));
+    }
 }

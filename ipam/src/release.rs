@@ -93,7 +93,7 @@ impl<S: Store> Ipam<S> {
         let Some(handle) = self.handle(handle_id)? else {
             return Ok(Vec::new());
         };
-        let blocks: Vec<String> = handle.block.keys().cloned().collect();
+        let blocks: Vec<String> = handle.block.keys().map(str::to_string).collect();
         self.release_handle_in(handle_id, &blocks)
     }
 

@@ -29,7 +29,9 @@ pub struct SelectorError {
 
 impl Selector {
     pub fn parse(input: &str) -> Result<Selector, SelectorError> {
-        if input.trim().is_empty() {
+        // The default of every pool, parsed on every assignment: no parser needed.
+        let trimmed = input.trim();
+        if trimmed.is_empty() || trimmed == "all()" {
             return Ok(Selector::All);
         }
         let mut parser = Parser { input, position: 0 };

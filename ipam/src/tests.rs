@@ -498,7 +498,7 @@ fn check_names_each_kind_of_problem() {
     store
         .create(Resource::IPAMHandle(IPAMHandle {
             handle_id: "ghost".into(),
-            block: BTreeMap::from([("198-51-100-0-26".to_string(), 2)]),
+            block: HandleBlocks::from([("198-51-100-0-26".to_string(), 2)]),
             deleted: false,
             timestamp: 0,
         }))
@@ -516,7 +516,7 @@ fn check_names_each_kind_of_problem() {
     let mut rogue = IPAMBlock::new(net("192.0.2.0/26"), Some("node-c"), false);
     let attribute = Arc::new(AllocationAttribute {
         handle_id: Some("r".into()),
-        secondary: BTreeMap::new(),
+        secondary: crate::secondary::Secondary::new(),
     });
     rogue.assign(1, &attribute, &|_| false);
     store.create(Resource::IPAMBlock(rogue.clone())).unwrap();

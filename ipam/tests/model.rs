@@ -85,7 +85,10 @@ fn verify(ipam: &Ipam<MemoryStore>, model: &Model) -> Result<(), TestCaseError> 
     let handle_objects = ipam
         .handles()
         .map_err(|e| TestCaseError::fail(e.to_string()))?;
-    let mut names: Vec<String> = handle_objects.iter().map(|h| h.handle_id.clone()).collect();
+    let mut names: Vec<String> = handle_objects
+        .iter()
+        .map(|h| h.handle_id.to_string())
+        .collect();
     names.sort();
     prop_assert_eq!(names, model.handles());
     Ok(())

@@ -3,11 +3,12 @@
 //! Cargo builds an integration test's own package's binaries for it, but not other
 //! packages' (`tortie-node` lives in `agent/`), so `make test` runs
 //! `cargo build --workspace --bins` before `cargo test`. The binaries are looked up in
-//! `TORTIE_BIN_DIR` if set, else next to the test executable: a test runs from
-//! `target/<profile>/deps/`, and the binaries sit in `target/<profile>/`.
+//! `TORTIE_BIN_DIR` if set, else next to the running executable: a test runs from
+//! `target/<profile>/deps/`, a benchmark binary of this package from `target/<profile>/`,
+//! and the binaries sit in `target/<profile>/` (examples in its `examples/`).
 
 use std::env;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// The directory holding the built binaries.
 pub fn bin_dir() -> PathBuf {
@@ -16,8 +17,12 @@ pub fn bin_dir() -> PathBuf {
     }
     let test_executable = env::current_exe()
         .unwrap_or_else(|error| panic!("cannot locate the test executable: {error}"));
-    let deps = test_executable.parent();
-    let profile_dir = deps.and_then(Path::parent).unwrap_or_else(|| {
+    let parent = test_executable.parent();
+    let profile_dir = match parent {
+        Some(dir) if dir.file_name().is_some_and(|name| name == "deps") => dir.parent(),
+        other => other,
+    };
+    let profile_dir = profile_dir.unwrap_or_else(|| {
         panic!(
             "cannot derive target/<profile>/ from the test executable {}: set TORTIE_BIN_DIR",
             test_executable.display()
@@ -26,7 +31,8 @@ pub fn bin_dir() -> PathBuf {
     profile_dir.to_path_buf()
 }
 
-/// The path of the workspace binary `name`, which must have been built.
+/// The path of the workspace binary `name` (or `examples/<name>`), which must have been
+/// built.
 pub fn binary(name: &str) -> PathBuf {
     let dir = bin_dir();
     let path = dir.join(name);

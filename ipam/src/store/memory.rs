@@ -5,34 +5,65 @@ use std::collections::{BTreeSet, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Decision, Revision, Step, Store, StoreError, Versioned};
+use super::{Decision, Revision, Step, Store, StoreError, Versioned, Visitor};
 use crate::model::{Kind, Resource};
+use crate::name::Name;
 
-/// FNV-1a: the keys are names this process chose, not input an attacker controls, so the
-/// DoS resistance of the standard SipHash buys nothing here and costs a third of a lookup.
-#[derive(Default)]
-struct Fnv(u64);
-
-impl Hasher for Fnv {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut hash = if self.0 == 0 {
-            0xcbf2_9ce4_8422_2325
-        } else {
-            self.0
-        };
-        for byte in bytes {
-            hash ^= u64::from(*byte);
-            hash = hash.wrapping_mul(0x0100_0000_01b3);
-        }
-        self.0 = hash;
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
+/// The key to store `value` under: the handle's own name for a handle (shared, not copied:
+/// there is one handle per assignment), else a new one.
+fn key_of(value: &Resource, name: &str) -> Name {
+    match value {
+        Resource::IPAMHandle(handle) if handle.handle_id == *name => handle.handle_id.clone(),
+        _ => Name::new(name),
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+/// A multiply-rotate hash taking eight bytes at a step (the scheme of rustc's FxHash): the
+/// keys are names this process chose, not input an attacker controls, so the DoS resistance
+/// of the standard SipHash buys nothing here, and a byte-at-a-time hash (FNV) cost more
+/// than the table lookup it served.
+#[derive(Default)]
+struct WordHash(u64);
+
+const WORD_HASH_FACTOR: u64 = 0xf135_7aea_2e62_a9c5;
+
+impl WordHash {
+    fn add(&mut self, word: u64) {
+        self.0 = (self.0 ^ word).wrapping_mul(WORD_HASH_FACTOR);
+    }
+}
+
+impl Hasher for WordHash {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0u8; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u8(&mut self, byte: u8) {
+        self.add(u64::from(byte));
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        // The table takes its bucket from the low bits, which the multiply mixes least.
+        self.0.rotate_left(26)
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHash>>;
 
 struct Entry {
     value: Arc<Resource>,
@@ -43,7 +74,8 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     revision: u64,
-    objects: [FastMap<String, Entry>; 6],
+    /// Keyed by [`Name`]: a handle's key is the handle's own name, not a copy of it.
+    objects: [FastMap<Name, Entry>; 6],
     /// node → names per kind, for [`Store::list`] with a node.
     by_node: FastMap<String, [BTreeSet<String>; 6]>,
 }
@@ -124,9 +156,11 @@ impl Store for MemoryStore {
             revision: Revision::number(entry.revision),
         };
         Ok(match node {
+            // One object or none (the usual number of pools): no order to establish.
+            None if objects.len() <= 1 => objects.values().map(versioned).collect(),
             None => {
                 // Name order, as the trait promises (a hash map has none of its own).
-                let mut entries: Vec<(&String, &Entry)> = objects.iter().collect();
+                let mut entries: Vec<(&Name, &Entry)> = objects.iter().collect();
                 entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
                 entries
                     .into_iter()
@@ -137,11 +171,46 @@ impl Store for MemoryStore {
                 None => Vec::new(),
                 Some(names) => names[kind.index()]
                     .iter()
-                    .filter_map(|name| objects.get(name))
+                    .filter_map(|name| objects.get(name.as_str()))
                     .map(versioned)
                     .collect(),
             },
         })
+    }
+
+    fn visit(
+        &self,
+        kind: Kind,
+        node: Option<&str>,
+        visitor: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        let inner = self.lock()?;
+        let objects = &inner.objects[kind.index()];
+        match node {
+            None if objects.len() <= 1 => {
+                for entry in objects.values() {
+                    visitor(&entry.value);
+                }
+            }
+            None => {
+                let mut entries: Vec<(&Name, &Entry)> = objects.iter().collect();
+                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                for (_, entry) in entries {
+                    visitor(&entry.value);
+                }
+            }
+            Some(node) => {
+                if let Some(names) = inner.by_node.get(node) {
+                    for entry in names[kind.index()]
+                        .iter()
+                        .filter_map(|name| objects.get(name.as_str()))
+                    {
+                        visitor(&entry.value);
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     fn create(&self, value: Resource) -> Result<Revision, StoreError> {
@@ -149,14 +218,14 @@ impl Store for MemoryStore {
         let name = value.name();
         let node = value.node().map(str::to_string);
         let mut inner = self.lock()?;
-        if inner.objects[kind.index()].contains_key(&name) {
+        if inner.objects[kind.index()].contains_key(name.as_str()) {
             return Err(StoreError::AlreadyExists { kind, name });
         }
         inner.revision += 1;
         let revision = inner.revision;
         inner.index(kind, &name, node.as_deref());
         inner.objects[kind.index()].insert(
-            name,
+            key_of(&value, &name),
             Entry {
                 value: Arc::new(value),
                 revision,
@@ -171,7 +240,7 @@ impl Store for MemoryStore {
         let name = value.name();
         let node = value.node().map(str::to_string);
         let mut inner = self.lock()?;
-        let old_node = match inner.objects[kind.index()].get(&name) {
+        let old_node = match inner.objects[kind.index()].get(name.as_str()) {
             None => return Err(StoreError::NotFound { kind, name }),
             Some(entry) if Some(entry.revision) != revision.as_number() => {
                 return Err(stale(kind, &name, revision));
@@ -184,14 +253,14 @@ impl Store for MemoryStore {
         }
         inner.revision += 1;
         let new_revision = inner.revision;
-        inner.objects[kind.index()].insert(
-            name,
-            Entry {
+        // Present: checked above, under the same lock.
+        if let Some(entry) = inner.objects[kind.index()].get_mut(name.as_str()) {
+            *entry = Entry {
                 value: Arc::new(value),
                 revision: new_revision,
                 node,
-            },
-        );
+            };
+        }
         Ok(Revision::number(new_revision))
     }
 
@@ -234,7 +303,7 @@ impl MemoryStore {
                 let revision = inner.revision;
                 inner.index(kind, name, node.as_deref());
                 inner.objects[kind.index()].insert(
-                    name.to_string(),
+                    key_of(&value, name),
                     Entry {
                         value: Arc::new(value),
                         revision,

@@ -127,6 +127,11 @@ pub enum Decision {
 /// A read-modify-write step, as [`Store::apply`] runs it.
 pub type Step<'a> = dyn FnMut(Option<&mut Resource>) -> Decision + 'a;
 
+/// What [`Store::visit`] shows each object to.
+/// What [`Store::visit`] shows each object to: the shared object itself, which the visitor
+/// may keep (a reference count, not a copy).
+pub type Visitor<'a> = dyn FnMut(&Arc<Resource>) + 'a;
+
 /// A key-value store with per-object compare-and-swap. See the module docs.
 pub trait Store: Send + Sync {
     /// One object, or `None`.
@@ -135,6 +140,24 @@ pub trait Store: Send + Sync {
     /// Every object of a kind, in name order; with `node`, only those that belong to it
     /// ([`Resource::node`]): an indexed read, not a scan.
     fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError>;
+
+    /// A borrowed read: shows `visitor` every object that [`Store::list`] would return, in
+    /// the same order, without collecting them or their revisions. For reads that only decide
+    /// (IPAM's hot path reads a node's affinities and blocks this way); a write still goes
+    /// through [`Store::apply`] or a compare-and-swap, which read again. This default is
+    /// `list`; a store that holds objects in memory overrides it to show them in place,
+    /// under its lock, so `visitor` must not call back into the store.
+    fn visit(
+        &self,
+        kind: Kind,
+        node: Option<&str>,
+        visitor: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        for versioned in self.list(kind, node)? {
+            visitor(&versioned.value);
+        }
+        Ok(())
+    }
 
     /// Creates an object; `AlreadyExists` if its name is taken.
     fn create(&self, value: Resource) -> Result<Revision, StoreError>;
@@ -181,6 +204,14 @@ impl<T: Store + ?Sized> Store for Box<T> {
     fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
         (**self).list(kind, node)
     }
+    fn visit(
+        &self,
+        kind: Kind,
+        node: Option<&str>,
+        visitor: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        (**self).visit(kind, node, visitor)
+    }
     fn create(&self, value: Resource) -> Result<Revision, StoreError> {
         (**self).create(value)
     }
@@ -201,6 +232,14 @@ impl<T: Store + ?Sized> Store for Arc<T> {
     }
     fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
         (**self).list(kind, node)
+    }
+    fn visit(
+        &self,
+        kind: Kind,
+        node: Option<&str>,
+        visitor: &mut Visitor<'_>,
+    ) -> Result<(), StoreError> {
+        (**self).visit(kind, node, visitor)
     }
     fn create(&self, value: Resource) -> Result<Revision, StoreError> {
         (**self).create(value)
@@ -303,6 +342,22 @@ pub(crate) mod conformance {
             0
         );
         assert_eq!(store.list(Kind::IPPool, None).unwrap().len(), 1);
+        // A borrowed read shows what a list returns, in the same order.
+        for node in [None, Some("node-a"), Some("node-c")] {
+            let mut visited = Vec::new();
+            store
+                .visit(Kind::BlockAffinity, node, &mut |resource| {
+                    visited.push((**resource).clone())
+                })
+                .unwrap();
+            let listed: Vec<Resource> = store
+                .list(Kind::BlockAffinity, node)
+                .unwrap()
+                .iter()
+                .map(|versioned| (*versioned.value).clone())
+                .collect();
+            assert_eq!(visited, listed, "visit and list differ for node {node:?}");
+        }
         let name = BlockAffinity::name_for("node-a", &"192.0.2.128/26".parse().unwrap());
         store.delete(Kind::BlockAffinity, &name, &a2).unwrap();
         assert_eq!(

@@ -53,7 +53,13 @@ impl TortieBgpd {
     /// (when `config.graceful_restart`), instead of the 120 s every test peer uses.
     #[track_caller]
     pub fn start_with(netns: &Netns, config: &PeerConfig, restart_time: Option<u16>) -> TortieBgpd {
-        TortieBgpd::launch(netns, config, restart_time.unwrap_or(120), false)
+        TortieBgpd::launch(
+            netns,
+            config,
+            restart_time.unwrap_or(120),
+            false,
+            LOG_FILTER,
+        )
     }
 
     /// As [`TortieBgpd::start`], as a speaker coming back from a restart with its
@@ -66,7 +72,15 @@ impl TortieBgpd {
             config.graceful_restart,
             "a restarting tortie-bgpd needs graceful_restart in its PeerConfig"
         );
-        TortieBgpd::launch(netns, config, 120, true)
+        TortieBgpd::launch(netns, config, 120, true, LOG_FILTER)
+    }
+
+    /// As [`TortieBgpd::start`], logging at `info` only: for benchmarks, where the debug
+    /// line per best route that [`LOG_FILTER`] enables (a million for a full table) would
+    /// cost the daemon time that is not ingest.
+    #[track_caller]
+    pub fn start_quiet(netns: &Netns, config: &PeerConfig) -> TortieBgpd {
+        TortieBgpd::launch(netns, config, 120, false, "info")
     }
 
     #[track_caller]
@@ -75,6 +89,7 @@ impl TortieBgpd {
         config: &PeerConfig,
         restart_time: u16,
         restarting: bool,
+        log_filter: &str,
     ) -> TortieBgpd {
         let scratch = ScratchDir::new(&format!("tortie-bgpd-{}", netns.name()));
         let socket = scratch.join("control.sock");
@@ -85,7 +100,7 @@ impl TortieBgpd {
         let process = Exec::new(binary("tortie-bgpd"))
             .args(["run", "-c"])
             .arg(&config_path)
-            .env("RUST_LOG", LOG_FILTER)
+            .env("RUST_LOG", log_filter)
             .env("NO_COLOR", "1")
             .spawn_in(netns);
         let tortie = TortieBgpd {
