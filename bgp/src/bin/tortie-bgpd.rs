@@ -126,6 +126,8 @@ fn main() -> Result<()> {
                         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
                 )
                 .with_writer(std::io::stderr)
+                // Colour only for a person at a terminal, not in log files and test captures.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             runtime.block_on(run(&config))
         }
