@@ -104,3 +104,5 @@ pub mod propagation;
 pub mod rib;
 pub mod speaker;
 pub mod tasks;
+#[cfg(test)]
+mod testing;

@@ -240,7 +240,7 @@ pub(crate) fn prepend(attributes: &mut PathAttributes, asn: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::packet::{AsPath, Origin};
+    use crate::packet::AsPath;
     use crate::rib::PeerId;
 
     const LOCAL: LocalSpeaker = LocalSpeaker {
@@ -271,21 +271,7 @@ mod tests {
     }
 
     fn route(asns: &[u32]) -> PathAttributes {
-        PathAttributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath {
-                segments: if asns.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![AsSegment {
-                        kind: SegmentKind::Sequence,
-                        asns: asns.to_vec(),
-                    }]
-                },
-            }),
-            next_hop: Some(Ipv4Addr::new(198, 51, 100, 7)),
-            ..PathAttributes::default()
-        }
+        crate::testing::path_through(asns, Ipv4Addr::new(198, 51, 100, 7))
     }
 
     fn from(view: SessionView, peer: u32) -> Source {

@@ -613,21 +613,7 @@ mod tests {
     }
 
     fn path_via(asns: &[u32]) -> PathAttributes {
-        PathAttributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath {
-                segments: if asns.is_empty() {
-                    Vec::new()
-                } else {
-                    vec![AsSegment {
-                        kind: SegmentKind::Sequence,
-                        asns: asns.to_vec(),
-                    }]
-                },
-            }),
-            next_hop: Some(Ipv4Addr::new(192, 0, 2, 254)),
-            ..PathAttributes::default()
-        }
+        crate::testing::path_through(asns, Ipv4Addr::new(192, 0, 2, 254))
     }
 
     /// Peers 1..=4: 1 and 2 external, 3 and 4 internal; router ids and addresses rise with

@@ -1093,6 +1093,7 @@ mod tests {
 
     use super::*;
     use crate::packet::{AsPath, AsSegment, Open, SegmentKind};
+    use crate::testing::RawPeer;
 
     /// One speaker in a test: its command sender and the route changes it reports.
     struct Node {
@@ -1445,63 +1446,23 @@ mod tests {
         assert!(answer.await.expect("the speaker answers").is_empty());
     }
 
-    /// The far end of one session, played by the test.
-    struct RawPeer {
-        stream: DuplexStream,
-        buffer: Vec<u8>,
-    }
-
-    impl RawPeer {
-        /// Connects to `node` as `from`, and exchanges OPENs (with `open`) and KEEPALIVEs.
-        async fn connect(node: &Node, from: IpAddr, open: Open) -> RawPeer {
-            let (ours, theirs) = tokio::io::duplex(256 * 1024);
-            command(
-                node,
-                SpeakerCommand::Accepted {
-                    from,
-                    stream: theirs,
-                },
-            )
-            .await;
-            let mut raw = RawPeer {
-                stream: ours,
-                buffer: Vec::new(),
-            };
-            assert!(matches!(raw.receive().await, Message::Open(_)));
-            raw.send(&Message::Open(open)).await;
-            raw.send(&Message::Keepalive).await;
-            assert_eq!(raw.receive().await, Message::Keepalive);
-            raw
-        }
-
-        async fn send(&mut self, message: &Message) {
-            use tokio::io::AsyncWriteExt;
-            let mut bytes = Vec::new();
-            message
-                .encode(&Negotiated::default(), &mut bytes)
-                .expect("test messages encode");
-            self.stream.write_all(&bytes).await.expect("pipe open");
-        }
-
-        async fn receive(&mut self) -> Message {
-            use tokio::io::AsyncReadExt;
-            loop {
-                if let Ok(Some(length)) = crate::packet::message_length(&self.buffer)
-                    && self.buffer.len() >= length
-                {
-                    let frame: Vec<u8> = self.buffer.drain(..length).collect();
-                    return Message::decode(&frame, &Negotiated::default())
-                        .expect("valid")
-                        .message;
-                }
-                let read = self
-                    .stream
-                    .read_buf(&mut self.buffer)
-                    .await
-                    .expect("pipe open");
-                assert!(read > 0, "the speaker closed the connection");
-            }
-        }
+    /// Connects to `node` as `from`, and exchanges OPENs (with `open`) and KEEPALIVEs.
+    async fn connect_raw(node: &Node, from: IpAddr, open: Open) -> RawPeer {
+        let (ours, theirs) = tokio::io::duplex(256 * 1024);
+        command(
+            node,
+            SpeakerCommand::Accepted {
+                from,
+                stream: theirs,
+            },
+        )
+        .await;
+        let mut raw = RawPeer::new(ours);
+        assert!(matches!(raw.receive().await, Message::Open(_)));
+        raw.send(&Message::Open(open), Negotiated::default()).await;
+        raw.send(&Message::Keepalive, Negotiated::default()).await;
+        assert_eq!(raw.receive().await, Message::Keepalive);
+        raw
     }
 
     fn restarting_open(restart_state: bool) -> Open {
@@ -1601,9 +1562,12 @@ mod tests {
         command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
         wait_for_state(&a, State::Active).await;
 
-        let mut raw = RawPeer::connect(&a, peer, restarting_open(false)).await;
-        raw.send(&announcement(&["198.51.100.0/24", "203.0.113.0/24"]))
-            .await;
+        let mut raw = connect_raw(&a, peer, restarting_open(false)).await;
+        raw.send(
+            &announcement(&["198.51.100.0/24", "203.0.113.0/24"]),
+            Negotiated::default(),
+        )
+        .await;
         next_route(&mut a).await;
         next_route(&mut a).await;
 
@@ -1623,10 +1587,14 @@ mod tests {
         );
 
         // Back, with forwarding kept: it announces one route again, then End-of-RIB.
-        let mut raw = RawPeer::connect(&a, peer, restarting_open(true)).await;
-        raw.send(&announcement(&["198.51.100.0/24"])).await;
-        raw.send(&Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)))
+        let mut raw = connect_raw(&a, peer, restarting_open(true)).await;
+        raw.send(&announcement(&["198.51.100.0/24"]), Negotiated::default())
             .await;
+        raw.send(
+            &Message::Update(Update::end_of_rib(Family::IPV4_UNICAST)),
+            Negotiated::default(),
+        )
+        .await;
         loop {
             if next_route(&mut a).await
                 == (RouteChange::Withdrawn {
@@ -1665,8 +1633,9 @@ mod tests {
         };
         command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
         wait_for_state(&a, State::Active).await;
-        let mut raw = RawPeer::connect(&a, peer, restarting_open(false)).await;
-        raw.send(&announcement(&["198.51.100.0/24"])).await;
+        let mut raw = connect_raw(&a, peer, restarting_open(false)).await;
+        raw.send(&announcement(&["198.51.100.0/24"]), Negotiated::default())
+            .await;
         next_route(&mut a).await;
         drop(raw);
         assert_eq!(

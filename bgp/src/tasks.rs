@@ -766,6 +766,7 @@ mod tests {
     use crate::packet::{
         AsPath, AsSegment, Capability, GracefulRestart, Origin, PathAttributes, SegmentKind, Update,
     };
+    use crate::testing::RawPeer;
 
     const A_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const B_ID: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -865,51 +866,6 @@ mod tests {
         );
     }
 
-    /// The far end of a peer task's connection, played by the test.
-    struct RawPeer {
-        stream: DuplexStream,
-        buffer: Vec<u8>,
-    }
-
-    impl RawPeer {
-        async fn send(&mut self, message: &Message, negotiated: Negotiated) {
-            let mut bytes = Vec::new();
-            message
-                .encode(&negotiated, &mut bytes)
-                .expect("test messages encode");
-            self.stream.write_all(&bytes).await.expect("pipe open");
-        }
-
-        async fn receive(&mut self) -> Message {
-            loop {
-                if let Ok(Some(length)) = message_length(&self.buffer)
-                    && self.buffer.len() >= length
-                {
-                    let frame: Vec<u8> = self.buffer.drain(..length).collect();
-                    return Message::decode(&frame, &Negotiated::default())
-                        .expect("the peer task sends valid messages")
-                        .message;
-                }
-                let read = self
-                    .stream
-                    .read_buf(&mut self.buffer)
-                    .await
-                    .expect("pipe open");
-                assert!(read > 0, "the peer task closed the connection");
-            }
-        }
-
-        /// Skips KEEPALIVEs, returns the next other message.
-        async fn receive_not_keepalive(&mut self) -> Message {
-            loop {
-                let message = self.receive().await;
-                if message != Message::Keepalive {
-                    return message;
-                }
-            }
-        }
-    }
-
     /// A peer task (AS 64512) that connects to the test, which plays AS 64513.
     async fn with_raw_peer(config: SessionConfig) -> (Spawned, RawPeer) {
         let (pipe_tx, pipe_rx) = oneshot::channel();
@@ -931,13 +887,7 @@ mod tests {
         let peer = spawn(config, connector);
         command(&peer, PeerCommand::Start).await;
         let stream = pipe_rx.await.expect("the peer task connects");
-        (
-            peer,
-            RawPeer {
-                stream,
-                buffer: Vec::new(),
-            },
-        )
+        (peer, RawPeer::new(stream))
     }
 
     fn open_from_b(asn: u32, hold_time: u16) -> Message {
@@ -1133,10 +1083,7 @@ mod tests {
     async fn second_connection(peer: &Spawned) -> RawPeer {
         let (ours, theirs) = tokio::io::duplex(64 * 1024);
         command(peer, PeerCommand::Accepted(theirs)).await;
-        RawPeer {
-            stream: ours,
-            buffer: Vec::new(),
-        }
+        RawPeer::new(ours)
     }
 
     #[tokio::test(start_paused = true)]
