@@ -197,63 +197,40 @@ pub trait Store: Send + Sync {
     }
 }
 
-impl<T: Store + ?Sized> Store for Box<T> {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
-        (**self).get(kind, name)
-    }
-    fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
-        (**self).list(kind, node)
-    }
-    fn visit(
-        &self,
-        kind: Kind,
-        node: Option<&str>,
-        visitor: &mut Visitor<'_>,
-    ) -> Result<(), StoreError> {
-        (**self).visit(kind, node, visitor)
-    }
-    fn create(&self, value: Resource) -> Result<Revision, StoreError> {
-        (**self).create(value)
-    }
-    fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
-        (**self).update(value, revision)
-    }
-    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
-        (**self).delete(kind, name, revision)
-    }
-    fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
-        (**self).apply(kind, name, step)
-    }
+/// A store behind a `Box` or an `Arc` is the store itself.
+macro_rules! forward_store {
+    ($($pointer:ident),*) => {$(
+        impl<T: Store + ?Sized> Store for $pointer<T> {
+            fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
+                (**self).get(kind, name)
+            }
+            fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
+                (**self).list(kind, node)
+            }
+            fn visit(
+                &self,
+                kind: Kind,
+                node: Option<&str>,
+                visitor: &mut Visitor<'_>,
+            ) -> Result<(), StoreError> {
+                (**self).visit(kind, node, visitor)
+            }
+            fn create(&self, value: Resource) -> Result<Revision, StoreError> {
+                (**self).create(value)
+            }
+            fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
+                (**self).update(value, revision)
+            }
+            fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
+                (**self).delete(kind, name, revision)
+            }
+            fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
+                (**self).apply(kind, name, step)
+            }
+        }
+    )*};
 }
-
-impl<T: Store + ?Sized> Store for Arc<T> {
-    fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
-        (**self).get(kind, name)
-    }
-    fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
-        (**self).list(kind, node)
-    }
-    fn visit(
-        &self,
-        kind: Kind,
-        node: Option<&str>,
-        visitor: &mut Visitor<'_>,
-    ) -> Result<(), StoreError> {
-        (**self).visit(kind, node, visitor)
-    }
-    fn create(&self, value: Resource) -> Result<Revision, StoreError> {
-        (**self).create(value)
-    }
-    fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
-        (**self).update(value, revision)
-    }
-    fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
-        (**self).delete(kind, name, revision)
-    }
-    fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
-        (**self).apply(kind, name, step)
-    }
-}
+forward_store!(Box, Arc);
 
 /// The compare-and-swap contract every backend must keep, run against each one.
 #[cfg(test)]
