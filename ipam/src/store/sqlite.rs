@@ -283,16 +283,7 @@ impl SqliteStore {
         let transaction = connection
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(|e| self.backend(what(), e))?;
-        let row: Option<(i64, String)> = transaction
-            .prepare_cached("SELECT revision, value FROM objects WHERE kind = ?1 AND name = ?2")
-            .and_then(|mut statement| {
-                statement
-                    .query_row(params![kind.as_str(), name], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                    .optional()
-            })
-            .map_err(|e| self.backend(what(), e))?;
+        let row = read_row(&transaction, kind, name).map_err(|e| self.backend(what(), e))?;
         let mut current = match row {
             None => None,
             Some((revision, text)) => {
@@ -338,6 +329,21 @@ impl SqliteStore {
     }
 }
 
+/// One object's revision and stored text, if it exists (inside a transaction or not: a
+/// `Transaction` is a `Connection`).
+fn read_row(
+    connection: &Connection,
+    kind: Kind,
+    name: &str,
+) -> rusqlite::Result<Option<(i64, String)>> {
+    connection
+        .prepare_cached("SELECT revision, value FROM objects WHERE kind = ?1 AND name = ?2")?
+        .query_row(params![kind.as_str(), name], |row| {
+            Ok((row.get(0)?, row.get(1)?))
+        })
+        .optional()
+}
+
 fn matches(current: i64, expected: &Revision) -> bool {
     expected.as_number() == Some(current as u64)
 }
@@ -345,15 +351,7 @@ fn matches(current: i64, expected: &Revision) -> bool {
 impl Store for SqliteStore {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
         let connection = self.lock();
-        let row: Option<(i64, String)> = connection
-            .prepare_cached("SELECT revision, value FROM objects WHERE kind = ?1 AND name = ?2")
-            .and_then(|mut statement| {
-                statement
-                    .query_row(params![kind.as_str(), name], |row| {
-                        Ok((row.get(0)?, row.get(1)?))
-                    })
-                    .optional()
-            })
+        let row = read_row(&connection, kind, name)
             .map_err(|e| self.backend(format!("reading {kind} {name}"), e))?;
         row.map(|(revision, text)| self.decode(kind, name, revision, &text))
             .transpose()
