@@ -6,4 +6,5 @@
 
 pub mod autodetect;
 pub mod ctl;
+pub mod dataplane;
 pub mod kubernetes;
