@@ -54,6 +54,15 @@ fn kernel_routes(netns: &Netns) -> BTreeMap<IpNet, RouteTarget> {
     })
 }
 
+/// `ip -4 route`, with protocol 75 spelled as a number whether or not this machine's
+/// /etc/iproute2/rt_protos.d names it (`tortie-node` writes the name on a real node).
+fn ipv4_routes(netns: &Netns) -> String {
+    netns
+        .ip(&["-4", "route"])
+        .stdout
+        .replace("proto tortie", "proto 75")
+}
+
 fn net(text: &str) -> IpNet {
     text.parse().unwrap()
 }
@@ -311,7 +320,7 @@ fn stale_routes_go_while_other_protocols_and_still_wanted_routes_stay_untouched(
     assert_eq!(report.removed, 2, "the two stale routes: {report}");
     assert_eq!(report.added, 0, "{report}");
 
-    let routes = node.ip(&["-4", "route"]).stdout;
+    let routes = ipv4_routes(&node);
     assert!(
         routes.contains("198.18.1.0/26 via 198.51.100.2 dev eth0 proto 75"),
         "{routes}"
@@ -367,7 +376,7 @@ fn a_route_of_another_protocol_holding_a_wanted_prefix_is_reported_and_left_alon
     let failure = &report.failures[0];
     assert!(failure.what.contains("198.18.6.0/26"), "{failure}");
     assert!(failure.why.contains("another protocol"), "{failure}");
-    let routes = node.ip(&["-4", "route"]).stdout;
+    let routes = ipv4_routes(&node);
     assert!(
         routes.contains("198.18.6.0/26 via 198.51.100.2 dev eth0 proto static"),
         "{routes}"
@@ -575,7 +584,7 @@ fn update_routes_adopts_a_route_of_ours_it_did_not_know_and_refuses_foreign_ones
     });
     assert_eq!(report.replaced, 1, "{report}");
     assert_eq!(report.failures.len(), 1, "{report}");
-    let routes = node.ip(&["-4", "route"]).stdout;
+    let routes = ipv4_routes(&node);
     assert!(
         routes.contains("blackhole 198.18.1.0/26 proto 75"),
         "{routes}"
