@@ -639,3 +639,68 @@ fn a_kernel_without_ipip_is_reported_with_the_fix_by_the_probe_and_by_reconcile(
         report.failures
     );
 }
+
+#[test]
+fn update_routes_follows_a_device_made_again_under_the_same_name() {
+    let node = Netns::new("dp-remade");
+    let far = Netns::new("dp-remade-far");
+    wire(&node, 1, &far, 2);
+    let report = block_on_in(&node, || async {
+        let run = |args: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(args)
+                .status()
+                .expect("ip");
+            assert!(status.success(), "ip {args:?}");
+        };
+        run(&[
+            "link",
+            "add",
+            "cali1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "cali1-pod",
+        ]);
+        run(&["link", "set", "cali1", "up"]);
+        let mut dataplane = Dataplane::connect().await.expect("connect");
+        let pod = |prefix: &str| {
+            (
+                net(prefix),
+                RouteTarget::Link {
+                    device: Device::Named("cali1".to_string()),
+                },
+            )
+        };
+        let first = dataplane
+            .update_routes(&[pod("198.18.0.2/32")], &[])
+            .await
+            .expect("first");
+        assert_clean(&first, "first pod route");
+        // The pod's veth is deleted and made again: same name, new index.
+        run(&["link", "del", "cali1"]);
+        run(&[
+            "link",
+            "add",
+            "cali1",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "cali1-pod",
+        ]);
+        run(&["link", "set", "cali1", "up"]);
+        dataplane
+            .update_routes(&[pod("198.18.0.3/32")], &[])
+            .await
+            .expect("second")
+    });
+    assert_clean(&report, "route on the remade device");
+    assert_eq!(report.added, 1, "{report}");
+    let routes = ipv4_routes(&node);
+    assert!(
+        routes.contains("198.18.0.3 dev cali1 proto 75 scope link"),
+        "{routes}"
+    );
+}

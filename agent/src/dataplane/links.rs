@@ -171,6 +171,7 @@ pub(crate) async fn ensure_tunl0(
                     ),
                     _ => format!("creating tunl0 failed: {error}"),
                 };
+                tracing::error!(device = TUNL0, %reason, "IPIP is unavailable");
                 report.ipip = Some(IpipSupport::Missing {
                     reason: reason.clone(),
                 });

@@ -28,6 +28,7 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
 
 pub use error::DataplaneError;
 pub use links::{TUNL0, VXLAN_DEVICE, host_mtu, ipip_support, vxlan_mac};
@@ -44,7 +45,8 @@ pub const VXLAN_VNI: u32 = 4096;
 pub const VXLAN_PORT: u16 = 4789;
 
 /// Everything the dataplane should hold. What is not here and carries `proto tortie` goes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Desired {
     /// The IPIP device, when a pool uses IPIP. `None` leaves an existing tunl0 alone: it
     /// is the ipip module's fallback device, shared with anyone using the module.
@@ -60,14 +62,16 @@ pub struct Desired {
 
 /// tunl0: adopted (the ipip module creates it in every namespace), its only address the
 /// node's tunnel address as a /32, its MTU set, up.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Tunl0Spec {
     pub address: Ipv4Addr,
     pub mtu: u32,
 }
 
 /// `vxlan.tortie`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VxlanSpec {
     /// [`VXLAN_VNI`].
     pub vni: u32,
@@ -86,7 +90,8 @@ pub struct VxlanSpec {
 }
 
 /// Another node's VTEP.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct VxlanPeer {
     /// Its VXLAN tunnel address (the gateway of routes to its blocks).
     pub tunnel_address: Ipv4Addr,
@@ -97,7 +102,8 @@ pub struct VxlanPeer {
 }
 
 /// Where a route sends packets.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum RouteTarget {
     /// Dropped (own blocks: an unallocated address in them goes nowhere).
     Blackhole,
@@ -113,7 +119,8 @@ pub enum RouteTarget {
 }
 
 /// A device a route leaves through.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub enum Device {
     Tunl0,
     Vxlan,
@@ -203,7 +210,7 @@ impl fmt::Display for RouteTarget {
 
 /// What a reconcile or route update did. Counts cover every item the dataplane manages
 /// (routes, device settings, addresses, neighbour and FDB entries, the sysctl).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Report {
     pub added: usize,
     pub replaced: usize,
@@ -216,7 +223,7 @@ pub struct Report {
 }
 
 /// One item that could not be made as wanted.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Failure {
     /// What, e.g. `route 198.18.3.0/26 via 198.51.100.2 dev tunl0 onlink`.
     pub what: String,
@@ -277,13 +284,20 @@ impl fmt::Display for Report {
 }
 
 /// Whether the kernel can make IPIP tunnels.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub enum IpipSupport {
     Available,
     /// `reason` says what failed and names the fix (`modprobe ipip`, or a VXLAN pool).
     Missing {
         reason: String,
     },
+}
+
+impl IpipSupport {
+    pub fn is_available(&self) -> bool {
+        matches!(self, IpipSupport::Available)
+    }
 }
 
 impl fmt::Display for IpipSupport {
@@ -438,42 +452,135 @@ impl Dataplane {
     ) -> Result<Report, DataplaneError> {
         let applied =
             routes::apply(&mut self.sender, &self.links, changes, &mut self.installed).await?;
-        if applied.conflicts.is_empty() {
-            return Ok(applied.report);
-        }
-        // Adds refused because the prefix is taken (EEXIST): a route of ours this process
-        // did not know about (added behind its back, or before a restart it has not
-        // reconciled yet) is replaced; another protocol's is reported and left alone.
         let mut report = applied.report;
-        let in_kernel = routes::dump(&self.handle, &self.links).await?;
         let mut retry = routes::Changes::default();
-        for (prefix, target) in applied.conflicts {
-            match in_kernel.get(&prefix) {
-                Some(ours)
-                    if ours
-                        .iter()
-                        .any(|route| route.target.as_ref() == Some(&target)) =>
-                {
-                    self.installed.insert(prefix, target);
-                    report.unchanged += 1;
+        if !applied.stale_device.is_empty() {
+            // ENODEV: a device was deleted and made again since its index was read
+            // (a pod's veth, vxlan.tortie recreated). Read the indexes again, once.
+            self.links = links::LinkIndex::read(&self.handle).await?;
+            for (prefix, target, replace) in applied.stale_device {
+                if replace {
+                    retry.replace.push((prefix, target));
+                } else {
+                    retry.add.push((prefix, target));
                 }
-                Some(_) => retry.replace.push((prefix, target)),
-                None => report.fail(
-                    format!("route {prefix} {target}"),
-                    "a route of another protocol already holds this prefix in the main \
-                     table; tortie leaves other protocols' routes alone: remove it, or \
-                     give it another metric",
-                ),
             }
         }
-        if !retry.replace.is_empty() {
+        if !applied.conflicts.is_empty() {
+            // Adds refused because the prefix's slot (its metric and TOS) is taken
+            // (EEXIST): by a route of ours this process did not know about (added behind
+            // its back, or left by a run before a restart not reconciled yet), which is
+            // replaced or kept; or by another protocol's, which is reported and left alone.
+            let in_kernel = routes::dump(&self.handle, &self.links).await?;
+            for (prefix, target) in applied.conflicts {
+                let ours = in_kernel.get(&prefix).map(Vec::as_slice).unwrap_or(&[]);
+                if ours.iter().any(|route| route.is(&target)) {
+                    self.installed.insert(prefix, target);
+                    report.unchanged += 1;
+                } else if ours.iter().any(|route| route.default_slot) {
+                    retry.replace.push((prefix, target));
+                } else {
+                    report.fail(
+                        format!("route {prefix} {target}"),
+                        "a route of another protocol already holds this prefix in the main \
+                         table; tortie leaves other protocols' routes alone: remove it, or \
+                         give it another metric",
+                    );
+                }
+            }
+        }
+        if !retry.add.is_empty() || !retry.replace.is_empty() {
             let again =
                 routes::apply(&mut self.sender, &self.links, retry, &mut self.installed).await?;
             report.merge(again.report);
-            for (prefix, target) in again.conflicts {
-                report.fail(format!("route {prefix} {target}"), "the prefix is taken");
+            let unresolved = again
+                .conflicts
+                .into_iter()
+                .map(|(prefix, target)| (prefix, target, "the prefix is taken"))
+                .chain(again.stale_device.into_iter().map(|(prefix, target, _)| {
+                    (prefix, target, "its device does not exist (ENODEV)")
+                }));
+            for (prefix, target, why) in unresolved {
+                report.fail(format!("route {prefix} {target}"), why);
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The agent can hold a [`Dataplane`] in a task of a multi-threaded runtime and spawn
+    /// its futures: its sockets stay in the namespace they were opened in, whichever
+    /// thread uses them later. Type-checking the closure is the test; it never runs.
+    #[test]
+    fn the_dataplane_and_its_futures_are_send() {
+        fn assert_send<T: Send>(_: &T) {}
+        let _check = |dataplane: &mut Dataplane, desired: &Desired| {
+            assert_send(dataplane);
+            assert_send(&Dataplane::connect());
+            assert_send(&dataplane.reconcile(desired));
+            assert_send(&dataplane.update_routes(&[], &[]));
+            assert_send(&dataplane.routes());
+            assert_send(&dataplane.ipip_support());
+        };
+    }
+
+    #[test]
+    fn devices_named_like_the_tunnels_are_the_tunnels() {
+        assert_eq!(Device::from_name("tunl0"), Device::Tunl0);
+        assert_eq!(Device::from_name("vxlan.tortie"), Device::Vxlan);
+        assert_eq!(Device::from_name("eth0"), Device::Named("eth0".to_string()));
+        let named = RouteTarget::Link {
+            device: Device::Named("vxlan.tortie".to_string()),
+        };
+        assert_eq!(
+            named.canonical(),
+            RouteTarget::Link {
+                device: Device::Vxlan
+            }
+        );
+    }
+
+    #[test]
+    fn a_desired_state_survives_json() {
+        let desired = Desired {
+            vxlan_peers: vec![VxlanPeer {
+                tunnel_address: "198.18.1.1".parse().unwrap(),
+                mac: vxlan_mac("node-b"),
+                node_address: "198.51.100.2".parse().unwrap(),
+            }],
+            routes: BTreeMap::from([
+                ("198.18.0.0/26".parse().unwrap(), RouteTarget::Blackhole),
+                (
+                    "198.18.1.0/26".parse().unwrap(),
+                    RouteTarget::Via {
+                        gateway: "198.18.1.1".parse().unwrap(),
+                        device: Device::Vxlan,
+                        onlink: true,
+                    },
+                ),
+            ]),
+            ..Desired::default()
+        };
+        let json = serde_json::to_string(&desired).unwrap();
+        assert_eq!(serde_json::from_str::<Desired>(&json).unwrap(), desired);
+    }
+
+    #[test]
+    fn targets_read_as_ip_route_writes_them() {
+        let via = RouteTarget::Via {
+            gateway: "198.51.100.2".parse().unwrap(),
+            device: Device::Tunl0,
+            onlink: true,
+        };
+        assert_eq!(via.to_string(), "via 198.51.100.2 dev tunl0 onlink");
+        assert_eq!(RouteTarget::Blackhole.to_string(), "blackhole");
+        let link = RouteTarget::Link {
+            device: Device::Named("cali0123456789a".to_string()),
+        };
+        assert_eq!(link.to_string(), "dev cali0123456789a scope link");
     }
 }

@@ -37,7 +37,7 @@ pub(crate) struct KernelRoute {
 }
 
 impl KernelRoute {
-    fn is(&self, target: &RouteTarget) -> bool {
+    pub(crate) fn is(&self, target: &RouteTarget) -> bool {
         self.default_slot && self.target.as_ref() == Some(target)
     }
 }
@@ -254,6 +254,10 @@ pub(crate) fn diff(
 pub(crate) struct Applied {
     pub report: Report,
     pub conflicts: Vec<(IpNet, RouteTarget)>,
+    /// Additions and replacements the kernel refused with ENODEV: the device's index
+    /// changed since it was read (a device deleted and made again), for the caller to
+    /// retry with fresh indexes.
+    pub stale_device: Vec<(IpNet, RouteTarget, bool)>,
 }
 
 enum Item {
@@ -323,10 +327,12 @@ pub(crate) async fn apply(
         return Ok(Applied {
             report,
             conflicts: Vec::new(),
+            stale_device: Vec::new(),
         });
     }
     let outcomes = sender.send_all(messages, "changing routes").await?;
     let mut conflicts = Vec::new();
+    let mut stale_device = Vec::new();
     for (item, outcome) in items.into_iter().zip(outcomes) {
         match (item, outcome) {
             (Item::Remove { prefix, by_prefix }, Ok(())) => {
@@ -364,13 +370,25 @@ pub(crate) async fn apply(
             (Item::Add(prefix, target), Err(Refusal { errno, .. })) if errno == libc::EEXIST => {
                 conflicts.push((prefix, target));
             }
+            (Item::Replace(prefix, target), Err(Refusal { errno, .. }))
+                if errno == libc::ENODEV =>
+            {
+                stale_device.push((prefix, target, true));
+            }
+            (Item::Add(prefix, target), Err(Refusal { errno, .. })) if errno == libc::ENODEV => {
+                stale_device.push((prefix, target, false));
+            }
             (Item::Replace(prefix, target) | Item::Add(prefix, target), Err(refusal)) => {
                 installed.remove(&prefix);
                 report.fail(format!("route {prefix} {target}"), refusal);
             }
         }
     }
-    Ok(Applied { report, conflicts })
+    Ok(Applied {
+        report,
+        conflicts,
+        stale_device,
+    })
 }
 
 fn request(message: RouteNetlinkMessage, flags: u16) -> NetlinkMessage<RouteNetlinkMessage> {
