@@ -210,6 +210,7 @@ fn routes_of_every_kind_carry_protocol_75_and_a_second_reconcile_changes_nothing
     let far = Netns::new("dp-routes-far");
     wire(&node, 1, &far, 2);
     node.add_address("eth0", "2001:db8::1/64");
+    set_ip_forward(&node, 0);
     let desired = Desired {
         routes: BTreeMap::from([
             (net("198.18.0.0/26"), RouteTarget::Blackhole),
@@ -244,11 +245,66 @@ fn routes_of_every_kind_carry_protocol_75_and_a_second_reconcile_changes_nothing
     assert_eq!(again.changes(), 0, "second reconcile: {again}");
     assert_clean(&again, "second reconcile");
 
-    let forwarding = Exec::new("sysctl")
+    assert_eq!(ip_forward(&node), "1");
+}
+
+fn ip_forward(netns: &Netns) -> String {
+    Exec::new("sysctl")
         .args(["-n", "net.ipv4.ip_forward"])
-        .run_in(&node)
+        .run_in(netns)
+        .expect_success()
+        .stdout
+        .trim()
+        .to_string()
+}
+
+fn set_ip_forward(netns: &Netns, value: u8) {
+    Exec::new("sysctl")
+        .args(["-w", &format!("net.ipv4.ip_forward={value}")])
+        .run_in(netns)
         .expect_success();
-    assert_eq!(forwarding.stdout.trim(), "1", "{forwarding}");
+}
+
+/// The agent may connect on one thread and reconcile from another (a multi-threaded
+/// runtime moves tasks between workers). Everything must still happen in the namespace
+/// the dataplane was connected in: here it is polled from a thread inside a decoy
+/// namespace, which must see nothing of it.
+#[test]
+fn a_dataplane_works_in_the_namespace_it_was_connected_in_whichever_thread_polls_it() {
+    let node = Netns::new("dp-thread-node");
+    let decoy = Netns::new("dp-thread-decoy");
+    set_ip_forward(&node, 0);
+    set_ip_forward(&decoy, 0);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let on_runtime = runtime.handle().clone();
+    let dataplane = node
+        .spawn_thread(move || on_runtime.block_on(Dataplane::connect()))
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        .expect("connect");
+    let on_runtime = runtime.handle().clone();
+    let desired = Desired {
+        routes: BTreeMap::from([(net("198.18.0.0/26"), RouteTarget::Blackhole)]),
+        ..Desired::default()
+    };
+    let report = decoy
+        .spawn_thread(move || {
+            let mut dataplane = dataplane;
+            on_runtime.block_on(async move { dataplane.reconcile(&desired).await })
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        .expect("reconcile");
+    assert_clean(&report, "reconcile from the decoy's thread");
+    assert!(ipv4_routes(&node).contains("blackhole 198.18.0.0/26 proto 75"));
+    assert_eq!(ip_forward(&node), "1");
+    let decoy_routes = ipv4_routes(&decoy);
+    assert!(!decoy_routes.contains("198.18.0.0/26"), "{decoy_routes}");
+    assert_eq!(ip_forward(&decoy), "0");
 }
 
 #[test]
@@ -703,4 +759,68 @@ fn update_routes_follows_a_device_made_again_under_the_same_name() {
         routes.contains("198.18.0.3 dev cali1 proto 75 scope link"),
         "{routes}"
     );
+}
+
+/// The MTU and MAC of vxlan.tortie change in place (same device, routes kept); a VNI or
+/// port the kernel cannot change makes the reconciler delete and recreate the device, and
+/// the same reconcile puts back what the kernel dropped with it (routes, FDB).
+#[test]
+fn vxlan_tortie_is_changed_in_place_where_it_can_be_and_recreated_where_not() {
+    let node = Netns::new("dp-vx-change");
+    let far = Netns::new("dp-vx-change-far");
+    wire(&node, 1, &far, 2);
+    let mut desired = Desired {
+        vxlan: Some(vxlan_spec("198.51.100.1", "198.18.0.1", "node-a")),
+        vxlan_peers: vec![peer("198.18.1.1", "node-b", "198.51.100.2")],
+        routes: BTreeMap::from([(net("198.18.1.0/26"), via("198.18.1.1", Device::Vxlan, true))]),
+        ..Desired::default()
+    };
+    assert_clean(&reconcile(&node, &desired), "first reconcile");
+    let index = node.link_state("vxlan.tortie").index;
+
+    if let Some(spec) = desired.vxlan.as_mut() {
+        spec.mtu = 1400;
+        spec.mac = vxlan_mac("node-a-renamed");
+    }
+    let report = reconcile(&node, &desired);
+    assert_clean(&report, "new MTU and MAC");
+    assert_eq!(report.replaced, 2, "the MTU and the MAC: {report}");
+    // A new MAC makes the kernel flush the device's neighbours, permanent ones too
+    // (neigh_changeaddr); the same reconcile puts the peer's back, after the device step.
+    assert_eq!((report.added, report.removed), (1, 0), "{report}");
+    let neighbours = node.ip(&["neigh", "show", "dev", "vxlan.tortie"]).stdout;
+    assert!(neighbours.contains("198.18.1.1 lladdr"), "{neighbours}");
+    assert_eq!(
+        node.link_state("vxlan.tortie").index,
+        index,
+        "changed in place"
+    );
+    let details = node
+        .ip(&["-d", "link", "show", "dev", "vxlan.tortie"])
+        .stdout;
+    assert!(details.contains("mtu 1400 "), "{details}");
+    assert!(
+        details.contains(&show_mac(vxlan_mac("node-a-renamed"))),
+        "{details}"
+    );
+
+    if let Some(spec) = desired.vxlan.as_mut() {
+        spec.port = 4790;
+    }
+    let report = reconcile(&node, &desired);
+    assert_clean(&report, "new port");
+    let details = node
+        .ip(&["-d", "link", "show", "dev", "vxlan.tortie"])
+        .stdout;
+    assert!(details.contains("dstport 4790 "), "{details}");
+    assert_ne!(node.link_state("vxlan.tortie").index, index, "recreated");
+    assert_eq!(kernel_routes(&node), desired.routes);
+    let fdb = Exec::new("bridge")
+        .args(["fdb", "show", "dev", "vxlan.tortie"])
+        .run_in(&node)
+        .expect_success()
+        .stdout;
+    assert!(fdb.contains("dst 198.51.100.2 self permanent"), "{fdb}");
+    let again = reconcile(&node, &desired);
+    assert_eq!(again.changes(), 0, "{again}");
 }

@@ -321,6 +321,8 @@ pub struct Dataplane {
     /// changes nothing cost no syscall, and tells an update whether a prefix is ours to
     /// replace.
     installed: HashMap<IpNet, RouteTarget>,
+    /// The namespace's `net.ipv4.ip_forward`, opened with the sockets.
+    ip_forward: sysctl::IpForward,
 }
 
 impl Drop for Dataplane {
@@ -330,8 +332,9 @@ impl Drop for Dataplane {
 }
 
 impl Dataplane {
-    /// Opens the netlink sockets in the calling thread's network namespace and reads the
-    /// `proto tortie` routes already there.
+    /// Opens the netlink sockets (and the `ip_forward` sysctl) in the calling thread's
+    /// network namespace and reads the `proto tortie` routes already there. Everything the
+    /// dataplane does afterwards happens in that namespace, whichever thread polls it.
     pub async fn connect() -> Result<Dataplane, DataplaneError> {
         let (connection, handle, _) =
             rtnetlink::new_connection().map_err(|source| DataplaneError::Socket {
@@ -346,6 +349,7 @@ impl Dataplane {
             sender,
             links: links::LinkIndex::default(),
             installed: HashMap::new(),
+            ip_forward: sysctl::IpForward::open(),
         };
         dataplane.links = links::LinkIndex::read(&dataplane.handle).await?;
         let in_kernel = routes::dump(&dataplane.handle, &dataplane.links).await?;
@@ -360,10 +364,10 @@ impl Dataplane {
     /// goes ahead; an error means the kernel could not be read or talked to at all.
     pub async fn reconcile(&mut self, desired: &Desired) -> Result<Report, DataplaneError> {
         let mut report = Report::default();
-        match sysctl::enable_ip_forwarding() {
+        match self.ip_forward.enable() {
             Ok(true) => report.replaced += 1,
             Ok(false) => report.unchanged += 1,
-            Err(error) => report.fail("net.ipv4.ip_forward=1", error),
+            Err(why) => report.fail("net.ipv4.ip_forward=1", why),
         }
         self.links = links::LinkIndex::read(&self.handle).await?;
         if let Some(spec) = &desired.tunl0 {
@@ -388,7 +392,9 @@ impl Dataplane {
     }
 
     /// Adds or replaces `upserts` and deletes `removals` (their `proto tortie` routes
-    /// only), all pipelined. An upsert already installed as wanted costs nothing.
+    /// only), all pipelined; removals go first. An upsert already installed as wanted (as
+    /// far as this dataplane knows: it does not re-read the kernel, a reconcile does)
+    /// costs nothing.
     pub async fn update_routes(
         &mut self,
         upserts: &[(IpNet, RouteTarget)],

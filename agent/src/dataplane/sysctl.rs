@@ -44,6 +44,43 @@ pub fn ip_forwarding() -> io::Result<bool> {
     Ok(fs::read_to_string(IP_FORWARD)?.trim() == "1")
 }
 
+/// `net.ipv4.ip_forward` of one network namespace, held open: a `/proc/sys/net` file
+/// belongs to the namespace of the task that opened it, so the dataplane opens it when it
+/// opens its sockets and can then set it from any thread.
+#[derive(Debug)]
+pub(crate) struct IpForward {
+    file: Result<fs::File, String>,
+}
+
+impl IpForward {
+    /// Opens the sysctl in the calling thread's namespace. A failure (a read-only
+    /// `/proc/sys` in an unprivileged container) is kept and reported at each [`Self::enable`].
+    pub(crate) fn open() -> IpForward {
+        let file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(IP_FORWARD)
+            .map_err(|error| format!("cannot open {IP_FORWARD} for writing: {error}"));
+        IpForward { file }
+    }
+
+    /// Sets it to 1 unless it is; returns whether it was off.
+    pub(crate) fn enable(&self) -> Result<bool, String> {
+        use std::os::unix::fs::FileExt;
+        let file = self.file.as_ref().map_err(Clone::clone)?;
+        let mut current = [0u8; 16];
+        let read = file
+            .read_at(&mut current, 0)
+            .map_err(|error| format!("reading {IP_FORWARD}: {error}"))?;
+        if current[..read].trim_ascii() == b"1" {
+            return Ok(false);
+        }
+        file.write_at(b"1\n", 0)
+            .map_err(|error| format!("writing 1 to {IP_FORWARD}: {error}"))?;
+        Ok(true)
+    }
+}
+
 /// Turns IPv4 forwarding on (`net.ipv4.ip_forward=1`) in the network namespace of the
 /// calling thread: `/proc/sys/net` shows the sysctls of the opening task's namespace, and
 /// `setns` moves only the calling thread. Returns whether it was off before.
