@@ -1,7 +1,6 @@
 //! What can go wrong while making the kernel match the desired state, and where.
 
 use std::io;
-use std::path::PathBuf;
 
 /// A failure of the dataplane as a whole: it could not talk to the kernel, or could not
 /// read what the kernel has. Failures of single items (one route, one neighbour) are not
@@ -25,12 +24,6 @@ pub enum DataplaneError {
     NoSuchInterface { interface: String },
     #[error("interface {interface} has no MTU attribute in the kernel's answer")]
     NoMtu { interface: String },
-    #[error("cannot write {}: {source}", path.display())]
-    File {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl DataplaneError {

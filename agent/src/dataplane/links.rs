@@ -38,7 +38,9 @@ pub fn vxlan_mac(node_name: &str) -> [u8; 6] {
 }
 
 /// Whether the kernel of the calling thread's network namespace can make IPIP tunnels,
-/// over a netlink connection of its own. See [`probe_ipip`] for how.
+/// over a netlink connection of its own. tunl0 existing as an ipip device says yes;
+/// otherwise an ipip device is asked for (which loads the module where the kernel can,
+/// and is deleted at once if made), and EOPNOTSUPP says no, with the fix in the reason.
 pub async fn ipip_support() -> Result<IpipSupport, DataplaneError> {
     let (handle, connection) = open("the IPIP probe")?;
     let support = probe_ipip(&handle).await;

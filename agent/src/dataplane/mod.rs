@@ -10,6 +10,20 @@
 //! route of another protocol. BGP events go through [`Dataplane::update_routes`], which
 //! pipelines its requests (hundreds per `sendmsg`) instead of waiting for each.
 //!
+//! Choices worth knowing:
+//!
+//! - A `proto tortie` route is only ever replaced when the kernel says it is ours; new
+//!   routes are added with NLM_F_EXCL, so another protocol's route holding the same prefix
+//!   (and metric) is reported, never overwritten.
+//! - tunl0 is the ipip module's shared fallback device: adopted when IPIP is wanted, left
+//!   as it is when not. `vxlan.tortie` is tortie's own and is deleted when not wanted.
+//! - Only IPv4 addresses of the tunnel devices are managed; the kernel's IPv6 link-local
+//!   on vxlan.tortie stays. `ip_forward` is IPv4's; IPv6 forwarding (which also changes how
+//!   the host treats router advertisements) is left to whoever enables IPv6 pools.
+//! - [`Dataplane::update_routes`] trusts what it knows of the kernel (read at connect and
+//!   reconcile, kept by its own changes): a route deleted behind its back comes back at
+//!   the next [`Dataplane::reconcile`], which re-reads everything.
+//!
 //! One file per concern: [`plan`] (pure: which route a remote block gets), `links` (tunl0,
 //! vxlan.tortie, their addresses), `neighbours` (the VXLAN neighbour and FDB entries),
 //! `routes` (kernel routes to and from [`RouteTarget`]s, and the diff), `batch` (the
@@ -362,6 +376,7 @@ impl Dataplane {
     /// routes not wanted deleted; other protocols' routes untouched). Idempotent: run
     /// twice, the second run changes nothing. A failing item is reported and the rest
     /// goes ahead; an error means the kernel could not be read or talked to at all.
+    #[tracing::instrument(name = "dataplane_reconcile", skip_all, fields(routes = desired.routes.len()))]
     pub async fn reconcile(&mut self, desired: &Desired) -> Result<Report, DataplaneError> {
         let mut report = Report::default();
         match self.ip_forward.enable() {
@@ -388,6 +403,11 @@ impl Dataplane {
         // Rebuilt from what the kernel has now: the kept routes, then every change made.
         self.installed.clear();
         report.merge(self.apply_route_changes(changes).await?);
+        if report.changes() > 0 || !report.failures.is_empty() {
+            tracing::info!(%report, "dataplane reconciled");
+        } else {
+            tracing::debug!(%report, "dataplane already as wanted");
+        }
         Ok(report)
     }
 
@@ -395,6 +415,11 @@ impl Dataplane {
     /// only), all pipelined; removals go first. An upsert already installed as wanted (as
     /// far as this dataplane knows: it does not re-read the kernel, a reconcile does)
     /// costs nothing.
+    #[tracing::instrument(
+        name = "dataplane_update_routes",
+        skip_all,
+        fields(upserts = upserts.len(), removals = removals.len())
+    )]
     pub async fn update_routes(
         &mut self,
         upserts: &[(IpNet, RouteTarget)],

@@ -27,6 +27,11 @@
 //!   time includes starting `ip` (under `ip netns exec`, a few milliseconds) and parsing
 //!   the batch file.
 //!
+//! - restart: not an install but tortie-node's restart path, for scale: the routes are
+//!   already in the kernel (put there untimed by an earlier `reconcile`), and the clock
+//!   covers a new `Dataplane::connect` (which reads the kernel's routes) and a `reconcile`
+//!   that finds every route as wanted and changes nothing.
+//!
 //! Methods run interleaved (raw, tortie, ip, raw, ...) so a change in the machine's load
 //! hits all alike; the table shows the median of `--runs` (5 by default), and min/max.
 
@@ -43,7 +48,7 @@ use rtnetlink::packet_core::{
     NetlinkMessage,
 };
 use rtnetlink::sys::{Socket, SocketAddr, protocols::NETLINK_ROUTE};
-use tortie_agent::dataplane::{Dataplane, Device, ROUTE_PROTOCOL, RouteTarget};
+use tortie_agent::dataplane::{Dataplane, Desired, Device, ROUTE_PROTOCOL, RouteTarget};
 use tortie_tests::{Exec, Netns, ScratchDir, block_on_in, veth};
 
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 2);
@@ -54,17 +59,24 @@ enum Method {
     Raw,
     Tortie,
     IpBatch,
+    Restart,
 }
 
 impl Method {
-    const ALL: [Method; 3] = [Method::Raw, Method::Tortie, Method::IpBatch];
+    const ALL: [Method; 4] = [
+        Method::Raw,
+        Method::Tortie,
+        Method::IpBatch,
+        Method::Restart,
+    ];
 
     fn parse(text: &str) -> Method {
         match text {
             "raw" => Method::Raw,
             "tortie" => Method::Tortie,
             "ip" => Method::IpBatch,
-            other => panic!("unknown method {other}; the methods are raw, tortie, ip"),
+            "restart" => Method::Restart,
+            other => panic!("unknown method {other}; the methods are raw, tortie, ip, restart"),
         }
     }
 
@@ -73,6 +85,7 @@ impl Method {
             Method::Raw => "raw netlink, 256 per sendmsg",
             Method::Tortie => "Dataplane::update_routes",
             Method::IpBatch => "ip -batch",
+            Method::Restart => "restart: connect + reconcile, all present",
         }
     }
 }
@@ -129,6 +142,45 @@ fn run(method: Method, count: usize) -> Duration {
                 report.failures.is_empty() && report.added == count,
                 "update_routes: {report}: {:?}",
                 report.failures.first()
+            );
+            elapsed
+        }),
+        Method::Restart => block_on_in(&node, move || async move {
+            let list = prefixes(count);
+            let target = RouteTarget::Via {
+                gateway: IpAddr::V4(GATEWAY),
+                device: Device::Named("eth0".to_string()),
+                onlink: false,
+            };
+            let desired = Desired {
+                routes: list
+                    .iter()
+                    .map(|prefix| (IpNet::V4(*prefix), target.clone()))
+                    .collect(),
+                ..Desired::default()
+            };
+            // The previous run's state, installed untimed; then the restart: a new
+            // dataplane reads the kernel and finds everything already as wanted.
+            let mut before = Dataplane::connect()
+                .await
+                .unwrap_or_else(|error| panic!("connect: {error}"));
+            before
+                .reconcile(&desired)
+                .await
+                .unwrap_or_else(|error| panic!("reconcile: {error}"));
+            drop(before);
+            let started = Instant::now();
+            let mut dataplane = Dataplane::connect()
+                .await
+                .unwrap_or_else(|error| panic!("connect: {error}"));
+            let report = dataplane
+                .reconcile(&desired)
+                .await
+                .unwrap_or_else(|error| panic!("reconcile: {error}"));
+            let elapsed = started.elapsed();
+            assert!(
+                report.is_unchanged() && report.unchanged >= count,
+                "the restart's reconcile: {report}"
             );
             elapsed
         }),
@@ -320,13 +372,18 @@ fn main() {
         let middle = median(seen.clone());
         let low = seen.iter().copied().fold(f64::INFINITY, f64::min);
         let high = seen.iter().copied().fold(0.0, f64::max);
+        // A restart installs nothing, so its rate is not comparable to the others'.
+        let ratio = if *method == Method::Restart {
+            "—".to_string()
+        } else {
+            format!("{:.2}", middle / raw)
+        };
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.2} |",
+            "| {} | {:.0} | {:.0} | {:.0} | {ratio} |",
             method.name(),
             middle,
             low,
             high,
-            middle / raw
         );
     }
 }
