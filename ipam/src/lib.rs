@@ -97,6 +97,7 @@ pub mod assign;
 pub mod block;
 pub mod check;
 pub mod cluster;
+pub mod document;
 pub mod error;
 mod ipam;
 pub mod model;

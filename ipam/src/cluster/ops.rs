@@ -239,41 +239,36 @@ impl<S: Store> Ipam<S> {
 
     fn put_pool(&self, pool: IPPool) -> Result<Applied, ClusterError> {
         validate_pool(&pool)?;
-        for other in self.pools()? {
-            if other.name == pool.name {
-                for (field, before, after) in [
-                    ("spec.cidr", other.cidr.to_string(), pool.cidr.to_string()),
-                    (
-                        "spec.blockSize",
-                        other.block_size.to_string(),
-                        pool.block_size.to_string(),
-                    ),
-                ] {
-                    if before != after {
-                        return Err(ClusterError::Invalid {
-                            kind: Kind::IPPool,
-                            name: pool.name.clone(),
-                            field: field.to_string(),
-                            problem: format!(
-                                "cannot change from {before} to {after} (the pool's blocks are cut by it); create a new pool, move the pods, then delete this one"
-                            ),
-                        });
-                    }
-                }
-            } else if other.cidr.contains(&pool.cidr.network())
-                || pool.cidr.contains(&other.cidr.network())
-            {
-                return Err(crate::IpamError::PoolOverlap {
-                    pool: pool.name,
-                    cidr: pool.cidr,
-                    other: other.name,
-                    other_cidr: other.cidr,
-                }
-                .into());
-            }
-        }
+        refuse_pool_change(&pool, &self.pools()?)?;
         let name = pool.name.clone();
         self.write_checked::<IPPool>("applying a pool", &name, |_| Ok(pool.clone()))
+    }
+
+    /// Checks a batch of resources (one `tortiectl apply -f` file) against the store and
+    /// against each other, in order, before any of it is written: no two nodes with one
+    /// address, no overlapping pools, no pool whose CIDR or block size would change.
+    /// Returns the position of the first resource refused, with why. (The store can still
+    /// change between this check and the writes; each write checks again.)
+    pub fn check_resources(&self, resources: &[Resource]) -> Result<(), (usize, ClusterError)> {
+        let at = |index: usize| move |error: ClusterError| (index, error);
+        let mut nodes: Vec<Node> = self.nodes().map_err(at(0))?;
+        let mut pools: Vec<IPPool> = self.pools().map_err(|e| (0, e.into()))?;
+        for (index, resource) in resources.iter().enumerate() {
+            match resource {
+                Resource::Node(node) => {
+                    nodes.retain(|other| other.name != node.name);
+                    refuse_shared_address(node, &nodes).map_err(at(index))?;
+                    nodes.push(node.clone());
+                }
+                Resource::IPPool(pool) => {
+                    refuse_pool_change(pool, &pools).map_err(at(index))?;
+                    pools.retain(|other| other.name != pool.name);
+                    pools.push(pool.clone());
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     /// Deletes one object by kind and name, as `tortiectl delete` does: a Node through
@@ -412,6 +407,45 @@ fn refuse_shared_address(node: &Node, others: &[Node]) -> Result<(), ClusterErro
                 address,
                 other: other.name.clone(),
             });
+        }
+    }
+    Ok(())
+}
+
+/// Refuses `pool` if it overlaps another of `pools`, or changes the CIDR or block size of
+/// the one of its name (its blocks are cut by them).
+fn refuse_pool_change(pool: &IPPool, pools: &[IPPool]) -> Result<(), ClusterError> {
+    for other in pools {
+        if other.name == pool.name {
+            for (field, before, after) in [
+                ("spec.cidr", other.cidr.to_string(), pool.cidr.to_string()),
+                (
+                    "spec.blockSize",
+                    other.block_size.to_string(),
+                    pool.block_size.to_string(),
+                ),
+            ] {
+                if before != after {
+                    return Err(ClusterError::Invalid {
+                        kind: Kind::IPPool,
+                        name: pool.name.clone(),
+                        field: field.to_string(),
+                        problem: format!(
+                            "cannot change from {before} to {after} (the pool's blocks are cut by it); create a new pool, move the pods, then delete this one"
+                        ),
+                    });
+                }
+            }
+        } else if other.cidr.contains(&pool.cidr.network())
+            || pool.cidr.contains(&other.cidr.network())
+        {
+            return Err(crate::IpamError::PoolOverlap {
+                pool: pool.name.clone(),
+                cidr: pool.cidr,
+                other: other.name.clone(),
+                other_cidr: other.cidr,
+            }
+            .into());
         }
     }
     Ok(())

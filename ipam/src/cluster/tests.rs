@@ -596,3 +596,51 @@ fn stored_form_round_trips_through_json() {
         "198.51.100.10/32"
     );
 }
+
+#[test]
+fn a_batch_is_checked_against_the_store_and_itself_before_writing() {
+    let ipam = ipam();
+    ipam.register_node("node-a", with_v4("198.51.100.10/24"))
+        .unwrap();
+    ipam.create_pool(IPPool::new("pods", "198.18.0.0/24".parse().unwrap()))
+        .unwrap();
+    let node = |name: &str, address: &str| {
+        let mut node = Node::new(name);
+        with_v4(address)(&mut node);
+        crate::Resource::Node(node)
+    };
+    let pool =
+        |name: &str, cidr: &str| crate::Resource::IPPool(IPPool::new(name, cidr.parse().unwrap()));
+    let fine = [
+        node("node-b", "198.51.100.11/24"),
+        node("node-a", "198.51.100.12/24"),
+        node("node-c", "198.51.100.10/24"),
+        pool("more", "198.18.1.0/24"),
+        pool("pods", "198.18.0.0/24"),
+    ];
+    ipam.check_resources(&fine).unwrap();
+    let clashes = [
+        node("node-b", "198.51.100.11/24"),
+        node("node-c", "198.51.100.11/24"),
+    ];
+    let (index, error) = ipam.check_resources(&clashes).unwrap_err();
+    assert_eq!(index, 1);
+    assert!(matches!(error, ClusterError::AddressInUse { ref other, .. } if other == "node-b"));
+    let (index, _) = ipam
+        .check_resources(&[node("node-b", "198.51.100.10/24")])
+        .unwrap_err();
+    assert_eq!(index, 0);
+    let (index, error) = ipam
+        .check_resources(&[
+            pool("more", "198.18.1.0/24"),
+            pool("again", "198.18.1.128/25"),
+        ])
+        .unwrap_err();
+    assert_eq!(index, 1);
+    assert!(error.to_string().contains("overlaps pool more"), "{error}");
+    let (_, error) = ipam
+        .check_resources(&[pool("pods", "198.18.0.0/23")])
+        .unwrap_err();
+    assert_eq!(field_of(error), "spec.cidr");
+    assert_eq!(ipam.nodes().unwrap().len(), 1, "checking writes nothing");
+}
