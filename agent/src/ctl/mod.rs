@@ -1,8 +1,12 @@
-//! `tortiectl`: the operator's view of tortie's datastore (pools and IPAM now), modelled on
+//! `tortiectl`: the operator's view of tortie's datastore (pools, IPAM, nodes and BGP), modelled on
 //! calicoctl. One module per command group; the binary only parses and dispatches.
 
+pub mod apply;
 pub mod datastore;
+pub mod delete;
+pub mod get;
 pub mod ipam;
+pub mod manifest;
 pub mod pool;
 pub mod table;
 
@@ -18,7 +22,7 @@ use datastore::{DEFAULT_DATASTORE, Datastore};
 #[command(
     name = "tortiectl",
     version,
-    about = "Inspect and manage tortie's pools and IP address management"
+    about = "Inspect and manage tortie's datastore: pools, addresses, nodes and BGP peers"
 )]
 pub struct Cli {
     /// The datastore: sqlite:<path>.
@@ -43,6 +47,12 @@ pub enum Command {
     /// Addresses, blocks and handles.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// Create or update resources from YAML documents (Calico's shape).
+    Apply(apply::ApplyArgs),
+    /// Show resources: nodes, ippools, bgppeers, bgpconfigurations, blocks, affinities, ...
+    Get(get::GetArgs),
+    /// Delete resources by type and name, or those a file names.
+    Delete(delete::DeleteArgs),
 }
 
 #[derive(Subcommand)]
@@ -133,6 +143,9 @@ pub fn run(cli: Cli) -> Result<u8> {
     match cli.command {
         Command::Pool(command) => pool::run(&datastore, command).map(|()| 0),
         Command::Ipam(command) => ipam::run(&datastore, command),
+        Command::Apply(args) => apply::run(&datastore, args),
+        Command::Get(args) => get::run(&datastore, args),
+        Command::Delete(args) => delete::run(&datastore, args),
     }
 }
 

@@ -76,7 +76,7 @@ pub enum ClusterError {
     NotFound { kind: Kind, name: String },
 
     #[error(
-        "{kind} objects are written by tortie itself, not applied; `tortiectl apply` takes IPPool, IPReservation, Node, BGPPeer and BGPConfiguration"
+        "{kind} objects are tortie's own bookkeeping and are not applied or deleted by hand (see `tortiectl ipam`); apply and delete take IPPool, IPReservation, Node, BGPPeer and BGPConfiguration"
     )]
     ReadOnly { kind: Kind },
 
