@@ -177,6 +177,22 @@ impl Fields {
         }
     }
 
+    /// `asNumber`: an integer, or asdot text. YAML reads an unquoted asdot `1.10` as the
+    /// number 1.1, which has lost the digit that mattered: refused, asking for quotes.
+    fn as_number(&mut self) -> Result<Option<u32>, Problem> {
+        if let Some(Value::Number(number)) = self.members.get("asNumber")
+            && !number.is_u64()
+        {
+            return Err(Problem::new(
+                self.field("asNumber"),
+                format!(
+                    "{number} is not an AS number; valid forms: 1–4294967295 (e.g. 64512), or asdot in quotes (\"1.10\")"
+                ),
+            ));
+        }
+        self.parse("asNumber", parse_as_number)
+    }
+
     fn text(&mut self, key: &str) -> Result<Option<String>, Problem> {
         self.parse(key, |text| Ok(text.to_string()))
     }
@@ -639,7 +655,7 @@ fn read_node(
             let read = NodeBGPSpec {
                 ipv4_address: bgp.parse("ipv4Address", parse_address_with_prefix_v4)?,
                 ipv6_address: bgp.parse("ipv6Address", parse_address_with_prefix_v6)?,
-                as_number: bgp.parse("asNumber", parse_as_number)?,
+                as_number: bgp.as_number()?,
                 route_reflector_cluster_id: bgp.parse("routeReflectorClusterID", parse_v4)?,
                 ipv4_ipip_tunnel_addr: bgp.parse("ipv4IPIPTunnelAddr", parse_v4)?,
             };
@@ -676,7 +692,7 @@ fn read_bgp_configuration(name: String, mut spec: Fields) -> Result<BGPConfigura
     let config = BGPConfiguration {
         name,
         node_to_node_mesh_enabled: spec.boolean("nodeToNodeMeshEnabled")?,
-        as_number: spec.parse("asNumber", parse_as_number)?,
+        as_number: spec.as_number()?,
         listen_port: spec.parse("listenPort", parse_port)?,
         node_mesh_max_restart_time: spec.parse("nodeMeshMaxRestartTime", parse_duration)?,
         log_severity_screen: spec.text("logSeverityScreen")?,
@@ -714,7 +730,7 @@ fn read_peer(name: String, mut spec: Fields) -> Result<BGPPeer, Problem> {
         node_selector: spec.text("nodeSelector")?,
         peer_ip: spec.text("peerIP")?,
         peer_selector: spec.text("peerSelector")?,
-        as_number: spec.parse("asNumber", parse_as_number)?,
+        as_number: spec.as_number()?,
         password,
         ttl_security: spec.take::<u8>("ttlSecurity", "a hop count, 1–255")?,
         max_restart_time: spec.parse("maxRestartTime", parse_duration)?,
@@ -1032,6 +1048,22 @@ mod tests {
             (
                 document("Node", "n", json!({"bgp": {"asNumber": 0}})),
                 "spec.bgp.asNumber",
+            ),
+            (
+                document("Node", "n", json!({"bgp": {"asNumber": 1.1}})),
+                "spec.bgp.asNumber",
+            ),
+            (
+                document("Node", "n", json!({"bgp": {"asNumber": -5}})),
+                "spec.bgp.asNumber",
+            ),
+            (
+                document(
+                    "BGPConfiguration",
+                    "default",
+                    json!({"asNumber": 4_294_967_296u64}),
+                ),
+                "spec.asNumber",
             ),
             (
                 document(

@@ -115,7 +115,8 @@ pub use check::{
     Problem, ReportOutcome, Utilization,
 };
 pub use cluster::{
-    Applied, BGPConfiguration, BGPPeer, ClusterError, DeletedNode, Node, NodeBGPSpec, Registered,
+    Applied, BGPConfiguration, BGPPeer, ChangeWatch, ClusterError, DeletedNode, Node, NodeBGPSpec,
+    Registered,
 };
 pub use error::{IpamError, PoolAttempt, PoolRefusal};
 pub use ipam::{DEFAULT_MAX_ATTEMPTS, Ipam};

@@ -16,7 +16,9 @@
 //!   [`BGPPeer::applies_to`] and [`BGPPeer::selected_nodes`] decide who peers with whom.
 //! - [`Store::generation`](crate::Store::generation) (also [`Ipam::generation`](crate::Ipam::generation)): one cheap read that changes on
 //!   every write, so the agent polls it every few hundred milliseconds and re-reads only
-//!   when it moved.
+//!   when it moved; [`ChangeWatch`] keeps the last number seen.
+//! - [`Ipam::bgp_configuration_for`](crate::Ipam::bgp_configuration_for): the same, with
+//!   the node's own `node.<name>` BGPConfiguration laid over it.
 //!
 //! `tortiectl apply`, `get` and `delete` use [`Ipam::apply_resource`](crate::Ipam::apply_resource) and
 //! [`Ipam::delete_resource`](crate::Ipam::delete_resource), which validate every kind the same way.
@@ -25,6 +27,7 @@ mod duration;
 mod model;
 mod ops;
 mod validate;
+mod watch;
 
 pub use duration::{format_duration, parse_duration};
 pub use model::{
@@ -37,6 +40,7 @@ pub use validate::{
     LOG_SEVERITIES, is_mac_address, validate_bgp_configuration, validate_bgp_peer, validate_name,
     validate_node,
 };
+pub use watch::ChangeWatch;
 
 use std::net::IpAddr;
 

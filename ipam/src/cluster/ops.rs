@@ -106,6 +106,23 @@ impl<S: Store> Ipam<S> {
             .unwrap_or_else(BGPConfiguration::cluster_default))
     }
 
+    /// The BGPConfiguration in effect on node `node`: the cluster's
+    /// ([`Ipam::bgp_configuration`]) with what the node's own `node.<name>` sets laid over
+    /// it (Calico's per-node fields: `listenPort`, `logSeverityScreen`,
+    /// `nodeMeshMaxRestartTime`; the mesh switch and the AS are cluster-wide only). The
+    /// result keeps the name `default`.
+    pub fn bgp_configuration_for(&self, node: &str) -> Result<BGPConfiguration, ClusterError> {
+        let mut config = self.bgp_configuration()?;
+        if let Some(own) = self.read_one::<BGPConfiguration>(&format!("node.{node}"))? {
+            config.listen_port = own.listen_port.or(config.listen_port);
+            config.log_severity_screen = own.log_severity_screen.or(config.log_severity_screen);
+            config.node_mesh_max_restart_time = own
+                .node_mesh_max_restart_time
+                .or(config.node_mesh_max_restart_time);
+        }
+        Ok(config)
+    }
+
     /// Creates or updates the Node `name`: `update` is shown the stored node (or a new,
     /// empty one) and changes what its caller knows (addresses, AS, tunnel addresses),
     /// leaving what others set (labels, `routeReflectorClusterID`) alone. Retried on a fresh

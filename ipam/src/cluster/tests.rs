@@ -644,3 +644,28 @@ fn a_batch_is_checked_against_the_store_and_itself_before_writing() {
     assert_eq!(field_of(error), "spec.cidr");
     assert_eq!(ipam.nodes().unwrap().len(), 1, "checking writes nothing");
 }
+
+#[test]
+fn a_nodes_own_bgp_configuration_is_laid_over_the_clusters() {
+    let ipam = ipam();
+    ipam.put_bgp_configuration(BGPConfiguration {
+        as_number: Some(65001),
+        log_severity_screen: Some("Warning".to_string()),
+        ..BGPConfiguration::cluster_default()
+    })
+    .unwrap();
+    ipam.put_bgp_configuration(BGPConfiguration {
+        name: "node.node-a".to_string(),
+        listen_port: Some(1790),
+        ..BGPConfiguration::default()
+    })
+    .unwrap();
+    let own = ipam.bgp_configuration_for("node-a").unwrap();
+    assert_eq!(own.name, "default");
+    assert_eq!(own.listen_port(), 1790);
+    assert_eq!(own.as_number(), 65001);
+    assert_eq!(own.log_severity_screen.as_deref(), Some("Warning"));
+    let other = ipam.bgp_configuration_for("node-b").unwrap();
+    assert_eq!(other.listen_port(), 179);
+    assert_eq!(other, ipam.bgp_configuration().unwrap());
+}
