@@ -88,6 +88,15 @@ fn plan(args: &AddressArgs) -> Result<[FamilyPlan; 2], Failure> {
     Ok([v4, v6])
 }
 
+/// Checks the four address settings without looking at the system: the message names the
+/// bad setting and the valid forms.
+pub fn validate(args: &AddressArgs) -> Result<(), String> {
+    match plan(args) {
+        Ok(_) => Ok(()),
+        Err(Failure::Config(text) | Failure::Detect(text)) => Err(text),
+    }
+}
+
 /// The result of `autodetect`, as printed with `-o json`.
 #[derive(Debug, Serialize)]
 pub struct Report {

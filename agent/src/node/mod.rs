@@ -1,0 +1,6 @@
+//! `tortie-node run`: the node agent. It registers the node, claims its blocks, runs the
+//! BGP mesh and makes the kernel's routes and tunnel devices match what BGP and the
+//! datastore say.
+
+pub mod config;
+pub mod mesh;
