@@ -57,6 +57,10 @@ pub struct NodeStatus {
     pub blocks: Vec<String>,
     /// Routes with `proto tortie` the agent has in the kernel.
     pub routes_programmed: usize,
+    /// Addresses held in this node's blocks.
+    pub addresses_in_use: u64,
+    /// Reconcile passes that failed since the agent started.
+    pub reconcile_errors: u64,
     pub dataplane_error: Option<String>,
     pub datastore_error: Option<String>,
 }

@@ -89,6 +89,7 @@
 pub mod assign;
 pub mod block;
 pub mod check;
+mod claim;
 pub mod error;
 mod ipam;
 pub mod model;

@@ -100,6 +100,8 @@ mod tests {
             peers,
             blocks: vec![],
             routes_programmed: 0,
+            addresses_in_use: 0,
+            reconcile_errors: 0,
             dataplane_error: None,
             datastore_error: None,
         }

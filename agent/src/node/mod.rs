@@ -2,5 +2,7 @@
 //! BGP mesh and makes the kernel's routes and tunnel devices match what BGP and the
 //! datastore say.
 
+pub mod bgp;
 pub mod config;
+pub mod http;
 pub mod mesh;
