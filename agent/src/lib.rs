@@ -7,5 +7,6 @@
 pub mod api;
 pub mod autodetect;
 pub mod ctl;
+pub mod dataplane;
 pub mod kubernetes;
 pub mod node;

@@ -46,6 +46,7 @@
 //! ```
 
 pub mod addresses;
+pub mod asynchronous;
 pub mod binaries;
 pub mod lan;
 pub mod netns;
@@ -56,6 +57,7 @@ pub mod vm;
 pub mod wait;
 
 pub use addresses::{TEST_NETWORKS, is_test_address};
+pub use asynchronous::block_on_in;
 pub use binaries::{bin_dir, binary, tortie_node};
 pub use lan::Lan;
 pub use netns::{LinkState, Netns, veth};
