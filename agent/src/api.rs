@@ -5,7 +5,9 @@
 //! Requests are answered by the agent's core (the one owner of its state); the server here
 //! only frames, decodes and forwards them over a channel.
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::path::{Path, PathBuf};
@@ -26,6 +28,22 @@ pub const DEFAULT_SOCKET: &str = "/var/run/tortie/agent.sock";
 pub enum Request {
     /// The node's state: peers, readiness, dataplane.
     Status,
+    /// Addresses for a workload (or any handle) on this node, from its blocks first.
+    Assign {
+        handle: String,
+        #[serde(default)]
+        num4: u32,
+        #[serde(default)]
+        num6: u32,
+        /// Recorded with each address (Calico's attributes: pod, namespace, ...).
+        #[serde(default)]
+        attributes: BTreeMap<String, String>,
+        /// Only these pools (by name or CIDR); every eligible pool when empty.
+        #[serde(default)]
+        pools: Vec<String>,
+    },
+    /// Releases everything a handle holds (idempotent).
+    Release { handle: String },
 }
 
 /// The answer to one request.
@@ -33,6 +51,13 @@ pub enum Request {
 #[serde(rename_all = "kebab-case")]
 pub enum Response {
     Status(Box<NodeStatus>),
+    Assigned {
+        ipv4: Vec<IpAddr>,
+        ipv6: Vec<IpAddr>,
+    },
+    Released {
+        addresses: Vec<IpAddr>,
+    },
     Error(String),
 }
 

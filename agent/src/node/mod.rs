@@ -3,6 +3,9 @@
 //! datastore say.
 
 pub mod bgp;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod mesh;
+pub mod run;
+pub mod watch;
