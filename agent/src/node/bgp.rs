@@ -28,7 +28,8 @@ pub struct Bgp {
     commands: mpsc::Sender<SpeakerCommand<TcpStream>>,
     peers: HashMap<IpAddr, WantedPeer>,
     originated: BTreeSet<IpNet>,
-    listener: Arc<TcpListener>,
+    /// Shared with the accept loop; `None` once given up for a restart.
+    listener: Option<Arc<TcpListener>>,
     accept_rules: AcceptRules,
     speaker: JoinHandle<()>,
     accepting: JoinHandle<()>,
@@ -68,7 +69,7 @@ impl Bgp {
             commands,
             peers: HashMap::new(),
             originated: BTreeSet::new(),
-            listener,
+            listener: Some(listener),
             accept_rules,
             speaker,
             accepting,
@@ -105,7 +106,8 @@ impl Bgp {
             }
             info!(peer = %peer.address, asn = peer.asn, kind = peer.label, passive = peer.passive, "adding BGP peer");
             if let Some(password) = &peer.password
-                && let Err(error) = set_md5_password(&*self.listener, peer.address, password)
+                && let Some(listener) = &self.listener
+                && let Err(error) = set_md5_password(&**listener, peer.address, password)
             {
                 warn!(peer = %peer.address, %error, "cannot set the TCP MD5 password on the listener: incoming connections from this peer will fail");
             }
@@ -164,6 +166,24 @@ impl Bgp {
         let (reply, answer) = oneshot::channel();
         self.send(SpeakerCommand::Peers(reply)).await?;
         answer.await.map_err(|_| SpeakerGone)
+    }
+
+    /// Replaces the speaker with a new one started from `config` on the same port: the old
+    /// one's sessions end without a NOTIFICATION (peers with graceful restart keep our
+    /// routes), and the peers and prefixes are set again by the caller.
+    pub async fn restart(
+        &mut self,
+        config: SpeakerConfig,
+        port: u16,
+        routes: mpsc::Sender<Vec<RouteChange>>,
+    ) -> std::io::Result<()> {
+        // The port must be free before the new listener binds it: end the accept loop
+        // (which holds the listener) and drop our own handle on it.
+        self.accepting.abort();
+        let _ = (&mut self.accepting).await;
+        self.listener = None;
+        *self = Bgp::start(config, port, routes).await?;
+        Ok(())
     }
 
     /// Whether the speaker task is still running.

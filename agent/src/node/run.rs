@@ -61,6 +61,11 @@ struct Agent {
     host_mtu: Option<u32>,
     asn: u32,
     bgp: Bgp,
+    /// What the running speaker was started with; a change of AS or route reflector
+    /// cluster id in the datastore restarts it.
+    speaker: SpeakerConfig,
+    port: u16,
+    routes_tx: mpsc::Sender<Vec<RouteChange>>,
     dataplane: Dataplane,
     ipip: IpipSupport,
 
@@ -116,12 +121,20 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         ensure_default_pools(&ipam, &config)?;
     }
     let view = cluster::load(&ipam).context("reading the cluster's resources")?;
-    let labels = view
-        .nodes
-        .iter()
-        .find(|n| n.name == config.node_name)
-        .map(|n| n.labels.clone())
-        .unwrap_or_default();
+    let previous = view.node(&config.node_name);
+    let labels = previous.map(|n| n.labels.clone()).unwrap_or_default();
+    // Registered first, so that a node whose address another node already has is refused
+    // before it claims anything.
+    let mut registration = NodeRegistration {
+        name: config.node_name.clone(),
+        ipv4: ipv4.as_ref().map(|d| d.address),
+        ipv6: ipv6.as_ref().map(|d| d.address),
+        asn: config.asn,
+        ipip_tunnel: previous.and_then(|n| n.ipip_tunnel),
+        vxlan_tunnel: previous.and_then(|n| n.vxlan_tunnel),
+        vxlan_mac: previous.and_then(|n| n.vxlan_mac),
+    };
+    cluster::register(&ipam, &registration)?;
 
     // The node's blocks and tunnel addresses, before it announces anything.
     for (family, detected) in [(Family::V4, ipv4.is_some()), (Family::V6, ipv6.is_some())] {
@@ -151,16 +164,10 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         p.vxlan_mode != EncapsulationMode::Never
     })
     .context("assigning the VXLAN tunnel address")?;
-    let registration = NodeRegistration {
-        name: config.node_name.clone(),
-        ipv4: ipv4.as_ref().map(|d| d.address),
-        ipv6: ipv6.as_ref().map(|d| d.address),
-        asn: config.asn,
-        ipip_tunnel,
-        vxlan_tunnel,
-        vxlan_mac: vxlan_tunnel.map(|_| dataplane::vxlan_mac(&config.node_name)),
-    };
-    cluster::register(&ipam, &registration).context("registering the node")?;
+    registration.ipip_tunnel = ipip_tunnel;
+    registration.vxlan_tunnel = vxlan_tunnel;
+    registration.vxlan_mac = vxlan_tunnel.map(|_| dataplane::vxlan_mac(&config.node_name));
+    cluster::register(&ipam, &registration)?;
     let view = cluster::load(&ipam).context("reading the cluster's resources")?;
     let me = view.node(&config.node_name).cloned();
     let asn = me
@@ -219,7 +226,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     };
     let port = config.bgp_port.unwrap_or(view.settings.port);
     let (routes_tx, mut routes_rx) = mpsc::channel(256);
-    let bgp = Bgp::start(speaker, port, routes_tx)
+    let bgp = Bgp::start(speaker, port, routes_tx.clone())
         .await
         .with_context(|| format!("listening for BGP on port {port}"))?;
 
@@ -247,6 +254,9 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         host_mtu,
         asn,
         bgp,
+        speaker,
+        port,
+        routes_tx,
         dataplane,
         ipip,
         generation: None,
@@ -435,6 +445,7 @@ impl Agent {
         originate.extend(self.own_blocks.iter().copied());
         originate.retain(|prefix| exported(prefix, &self.view.pools));
 
+        self.restart_speaker_if_changed().await?;
         let wanted = match self.view.node(&me) {
             Some(node) => mesh::wanted_peers(
                 &node.mesh,
@@ -448,6 +459,51 @@ impl Agent {
         self.wanted_peers = wanted;
         self.bgp.set_originated(&originate).await?;
         self.reconcile().await;
+        Ok(())
+    }
+
+    /// The speaker's identity as the datastore now says it should be.
+    fn wanted_speaker(&self) -> SpeakerConfig {
+        let node = self.view.node(self.node_name());
+        let mut wanted = self.speaker;
+        wanted.asn = self
+            .config
+            .asn
+            .or(node.and_then(|n| n.mesh.asn))
+            .unwrap_or(self.view.settings.default_asn);
+        wanted.cluster_id = node.and_then(|n| n.mesh.route_reflector_cluster_id);
+        wanted
+    }
+
+    /// A node made (or unmade) a route reflector, or given another AS, needs a new speaker:
+    /// the old one's sessions end (without NOTIFICATION, so peers keep our routes as in a
+    /// restart), and the kernel keeps every route until the new sessions confirm it.
+    async fn restart_speaker_if_changed(&mut self) -> Result<()> {
+        let wanted = self.wanted_speaker();
+        if wanted.asn == self.speaker.asn && wanted.cluster_id == self.speaker.cluster_id {
+            return Ok(());
+        }
+        info!(asn = wanted.asn, cluster_id = ?wanted.cluster_id, "BGP identity changed: restarting the speaker");
+        let restart_time = wanted.graceful_restart.map_or(120, |gr| gr.restart_time);
+        let config = SpeakerConfig {
+            graceful_restart: Some(GracefulRestartSettings {
+                restart_time,
+                restarting: true,
+            }),
+            ..wanted
+        };
+        for (prefix, target) in &self.programmed {
+            if !self.own_blocks.contains(prefix) {
+                self.kept.insert(*prefix, target.clone());
+            }
+        }
+        self.learned.clear();
+        self.kept_until = Some(Instant::now() + Duration::from_secs(u64::from(restart_time)));
+        self.bgp
+            .restart(config, self.port, self.routes_tx.clone())
+            .await
+            .with_context(|| format!("restarting the BGP speaker on port {}", self.port))?;
+        self.speaker = config;
         Ok(())
     }
 
