@@ -96,6 +96,7 @@
 pub mod assign;
 pub mod block;
 pub mod check;
+mod claim;
 pub mod cluster;
 pub mod document;
 pub mod error;

@@ -1,0 +1,632 @@
+//! tortie-node's dataplane reconciler against a real kernel, each test in namespaces of its
+//! own: the VXLAN device with its neighbour and FDB entries, `proto tortie` routes of every
+//! kind, reconcile-never-flush (stale routes go, other protocols' and still-wanted routes
+//! stay the same kernel objects), pod traffic across VXLAN, the pipelined route updates, and
+//! a kernel without IPIP saying so. IPIP itself runs in the VM tier (tests/vm.rs).
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::Duration;
+
+use ipnet::IpNet;
+use tortie_agent::dataplane::{
+    self, Dataplane, Desired, Device, IpipSupport, Report, RouteTarget, RoutingContext, Tunl0Spec,
+    VXLAN_PORT, VXLAN_VNI, VxlanPeer, VxlanSpec, remote_route, vxlan_mac,
+};
+use tortie_ipam::model::{EncapsulationMode, IPPool};
+use tortie_tests::{Exec, Netns, block_on_in, veth, vm, wait_until};
+
+const WITHIN: Duration = Duration::from_secs(30);
+
+/// A node namespace whose `eth0` (198.51.100.<host>/24) leads to a far end in `far`
+/// (198.51.100.<far_host>/24), both up with carrier.
+fn wire(node: &Netns, host: u8, far: &Netns, far_host: u8) {
+    veth(node, "eth0", far, "eth0");
+    node.add_address("eth0", &format!("198.51.100.{host}/24"));
+    far.add_address("eth0", &format!("198.51.100.{far_host}/24"));
+    node.link_up("eth0");
+    far.link_up("eth0");
+    node.wait_carrier("eth0");
+}
+
+fn reconcile(netns: &Netns, desired: &Desired) -> Report {
+    let desired = desired.clone();
+    block_on_in(netns, move || async move {
+        let mut dataplane = Dataplane::connect()
+            .await
+            .unwrap_or_else(|error| panic!("connect: {error}"));
+        dataplane
+            .reconcile(&desired)
+            .await
+            .unwrap_or_else(|error| panic!("reconcile: {error}"))
+    })
+}
+
+fn kernel_routes(netns: &Netns) -> BTreeMap<IpNet, RouteTarget> {
+    block_on_in(netns, || async {
+        let mut dataplane = Dataplane::connect()
+            .await
+            .unwrap_or_else(|error| panic!("connect: {error}"));
+        dataplane
+            .routes()
+            .await
+            .unwrap_or_else(|error| panic!("routes: {error}"))
+    })
+}
+
+fn net(text: &str) -> IpNet {
+    text.parse().unwrap()
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+fn via(gateway: &str, device: Device, onlink: bool) -> RouteTarget {
+    RouteTarget::Via {
+        gateway: ip(gateway),
+        device,
+        onlink,
+    }
+}
+
+fn eth0() -> Device {
+    Device::Named("eth0".to_string())
+}
+
+fn show_mac(mac: [u8; 6]) -> String {
+    mac.iter()
+        .map(|byte| format!("{byte:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn vxlan_spec(local: &str, address: &str, node_name: &str) -> VxlanSpec {
+    VxlanSpec {
+        vni: VXLAN_VNI,
+        port: VXLAN_PORT,
+        mac: vxlan_mac(node_name),
+        local: local.parse().unwrap(),
+        parent: "eth0".to_string(),
+        address: address.parse().unwrap(),
+        mtu: 1450,
+    }
+}
+
+fn peer(tunnel: &str, node_name: &str, node_address: &str) -> VxlanPeer {
+    VxlanPeer {
+        tunnel_address: tunnel.parse().unwrap(),
+        mac: vxlan_mac(node_name),
+        node_address: node_address.parse().unwrap(),
+    }
+}
+
+fn assert_clean(report: &Report, what: &str) {
+    assert!(
+        report.failures.is_empty(),
+        "{what}: {report}: {:#?}",
+        report.failures
+    );
+}
+
+#[test]
+fn vxlan_tortie_gets_its_settings_and_one_neighbour_and_fdb_entry_per_peer() {
+    let node = Netns::new("dp-vx-node");
+    let far = Netns::new("dp-vx-far");
+    wire(&node, 1, &far, 2);
+    let mut desired = Desired {
+        vxlan: Some(vxlan_spec("198.51.100.1", "198.18.0.1", "node-a")),
+        vxlan_peers: vec![
+            peer("198.18.1.1", "node-b", "198.51.100.2"),
+            peer("198.18.2.1", "node-c", "198.51.100.3"),
+        ],
+        ..Desired::default()
+    };
+    let report = reconcile(&node, &desired);
+    assert_clean(&report, "first reconcile");
+
+    let details = node
+        .ip(&["-d", "link", "show", "dev", "vxlan.tortie"])
+        .stdout;
+    for expected in [
+        "mtu 1450 ",
+        &format!("link/ether {} ", show_mac(vxlan_mac("node-a"))),
+        "vxlan id 4096 ",
+        "local 198.51.100.1 ",
+        "dev eth0 ",
+        "dstport 4789 ",
+        "nolearning ",
+    ] {
+        assert!(
+            details.contains(expected),
+            "{expected:?} not in:\n{details}"
+        );
+    }
+    assert!(node.link_state("vxlan.tortie").admin_up(), "{details}");
+    let addresses = node
+        .ip(&["-4", "-o", "address", "show", "dev", "vxlan.tortie"])
+        .stdout;
+    assert_eq!(addresses.lines().count(), 1, "{addresses}");
+    assert!(addresses.contains("inet 198.18.0.1/32 "), "{addresses}");
+
+    let neighbours = |node: &Netns| node.ip(&["neigh", "show", "dev", "vxlan.tortie"]).stdout;
+    let fdb = |node: &Netns| {
+        Exec::new("bridge")
+            .args(["fdb", "show", "dev", "vxlan.tortie"])
+            .run_in(node)
+            .expect_success()
+            .stdout
+    };
+    let (seen_neighbours, seen_fdb) = (neighbours(&node), fdb(&node));
+    for (tunnel, name, node_address) in [
+        ("198.18.1.1", "node-b", "198.51.100.2"),
+        ("198.18.2.1", "node-c", "198.51.100.3"),
+    ] {
+        let mac = show_mac(vxlan_mac(name));
+        assert!(
+            seen_neighbours.contains(&format!("{tunnel} lladdr {mac} PERMANENT")),
+            "{seen_neighbours}"
+        );
+        assert!(
+            seen_fdb.contains(&format!("{mac} dst {node_address} self permanent")),
+            "{seen_fdb}"
+        );
+    }
+
+    let again = reconcile(&node, &desired);
+    assert_eq!(again.changes(), 0, "second reconcile: {again}");
+    assert_clean(&again, "second reconcile");
+
+    // node-c leaves the cluster: its entries go, node-b's stay.
+    desired.vxlan_peers.truncate(1);
+    let report = reconcile(&node, &desired);
+    assert_clean(&report, "after node-c left");
+    assert_eq!(report.removed, 2, "its neighbour and FDB entry: {report}");
+    let (seen_neighbours, seen_fdb) = (neighbours(&node), fdb(&node));
+    assert!(!seen_neighbours.contains("198.18.2.1"), "{seen_neighbours}");
+    assert!(!seen_fdb.contains("198.51.100.3"), "{seen_fdb}");
+    assert!(seen_neighbours.contains("198.18.1.1"), "{seen_neighbours}");
+    assert!(seen_fdb.contains("198.51.100.2"), "{seen_fdb}");
+
+    // No VXLAN pool any more: the device goes.
+    let report = reconcile(&node, &Desired::default());
+    assert_clean(&report, "without VXLAN");
+    let links = node.ip(&["-o", "link"]).stdout;
+    assert!(!links.contains("vxlan.tortie"), "{links}");
+}
+
+#[test]
+fn routes_of_every_kind_carry_protocol_75_and_a_second_reconcile_changes_nothing() {
+    let node = Netns::new("dp-routes");
+    let far = Netns::new("dp-routes-far");
+    wire(&node, 1, &far, 2);
+    node.add_address("eth0", "2001:db8::1/64");
+    let desired = Desired {
+        routes: BTreeMap::from([
+            (net("198.18.0.0/26"), RouteTarget::Blackhole),
+            (net("198.18.1.0/26"), via("198.51.100.2", eth0(), false)),
+            (net("198.18.0.5/32"), RouteTarget::Link { device: eth0() }),
+            (net("2001:db8:1::/122"), via("2001:db8::2", eth0(), false)),
+            (net("2001:db8:2::/122"), RouteTarget::Blackhole),
+        ]),
+        ..Desired::default()
+    };
+    let report = reconcile(&node, &desired);
+    assert_clean(&report, "first reconcile");
+    assert!(report.added >= 5, "{report}");
+
+    let v4 = node.ip(&["-4", "route", "show", "proto", "75"]).stdout;
+    for expected in [
+        "blackhole 198.18.0.0/26",
+        "198.18.1.0/26 via 198.51.100.2 dev eth0",
+        "198.18.0.5 dev eth0 scope link",
+    ] {
+        assert!(v4.contains(expected), "{expected:?} not in:\n{v4}");
+    }
+    let v6 = node.ip(&["-6", "route", "show", "proto", "75"]).stdout;
+    assert!(
+        v6.contains("2001:db8:1::/122 via 2001:db8::2 dev eth0"),
+        "{v6}"
+    );
+    assert!(v6.contains("blackhole 2001:db8:2::/122"), "{v6}");
+    assert_eq!(kernel_routes(&node), desired.routes);
+
+    let again = reconcile(&node, &desired);
+    assert_eq!(again.changes(), 0, "second reconcile: {again}");
+    assert_clean(&again, "second reconcile");
+
+    let forwarding = Exec::new("sysctl")
+        .args(["-n", "net.ipv4.ip_forward"])
+        .run_in(&node)
+        .expect_success();
+    assert_eq!(forwarding.stdout.trim(), "1", "{forwarding}");
+}
+
+#[test]
+fn stale_routes_go_while_other_protocols_and_still_wanted_routes_stay_untouched() {
+    let node = Netns::new("dp-stale");
+    let far = Netns::new("dp-stale-far");
+    wire(&node, 1, &far, 2);
+    // What a previous run left, and what someone else installed.
+    node.ip(&[
+        "route",
+        "add",
+        "198.18.1.0/26",
+        "via",
+        "198.51.100.2",
+        "proto",
+        "75",
+    ]);
+    node.ip(&[
+        "route",
+        "add",
+        "198.18.5.0/26",
+        "via",
+        "198.51.100.2",
+        "proto",
+        "75",
+    ]);
+    node.ip(&["route", "add", "blackhole", "198.18.7.0/26", "proto", "75"]);
+    node.ip(&[
+        "route",
+        "add",
+        "198.18.6.0/26",
+        "via",
+        "198.51.100.2",
+        "proto",
+        "static",
+    ]);
+
+    // Every route event from here on, to prove which routes were touched. The marker
+    // route shows the monitor is listening before the reconcile starts.
+    let monitor = Exec::new("ip")
+        .args(["-ts", "monitor", "route"])
+        .spawn_in(&node);
+    wait_until(WITHIN, "ip monitor sees a marker route", || {
+        // Added and deleted each time: a change the monitor reports once it listens.
+        node.ip(&[
+            "route",
+            "add",
+            "192.0.2.0/24",
+            "via",
+            "198.51.100.2",
+            "proto",
+            "static",
+        ]);
+        node.ip(&["route", "del", "192.0.2.0/24", "proto", "static"]);
+        let seen = monitor.stdout_so_far();
+        if seen.contains("192.0.2.0/24") {
+            Ok(())
+        } else {
+            Err(seen)
+        }
+    });
+
+    let desired = Desired {
+        routes: BTreeMap::from([(net("198.18.1.0/26"), via("198.51.100.2", eth0(), false))]),
+        ..Desired::default()
+    };
+    let report = reconcile(&node, &desired);
+    assert_clean(&report, "reconcile");
+    assert_eq!(report.removed, 2, "the two stale routes: {report}");
+    assert_eq!(report.added, 0, "{report}");
+
+    let routes = node.ip(&["-4", "route"]).stdout;
+    assert!(
+        routes.contains("198.18.1.0/26 via 198.51.100.2 dev eth0 proto 75"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("198.18.6.0/26 via 198.51.100.2 dev eth0 proto static"),
+        "{routes}"
+    );
+    assert!(!routes.contains("198.18.5.0/26"), "{routes}");
+    assert!(!routes.contains("198.18.7.0/26"), "{routes}");
+
+    let events = wait_until(WITHIN, "ip monitor reports both deletions", || {
+        let seen = monitor.stdout_so_far();
+        if seen.contains("Deleted 198.18.5.0/26")
+            && seen.contains("Deleted blackhole 198.18.7.0/26")
+        {
+            Ok(seen)
+        } else {
+            Err(seen)
+        }
+    });
+    for untouched in ["198.18.1.0/26", "198.18.6.0/26"] {
+        assert!(
+            !events.contains(untouched),
+            "{untouched} was touched; route events:\n{events}"
+        );
+    }
+}
+
+#[test]
+fn a_route_of_another_protocol_holding_a_wanted_prefix_is_reported_and_left_alone() {
+    let node = Netns::new("dp-foreign");
+    let far = Netns::new("dp-foreign-far");
+    wire(&node, 1, &far, 2);
+    node.ip(&[
+        "route",
+        "add",
+        "198.18.6.0/26",
+        "via",
+        "198.51.100.2",
+        "proto",
+        "static",
+    ]);
+    let desired = Desired {
+        routes: BTreeMap::from([
+            (net("198.18.6.0/26"), RouteTarget::Blackhole),
+            (net("198.18.8.0/26"), RouteTarget::Blackhole),
+        ]),
+        ..Desired::default()
+    };
+    let report = reconcile(&node, &desired);
+    assert_eq!(report.failures.len(), 1, "{report}: {:#?}", report.failures);
+    let failure = &report.failures[0];
+    assert!(failure.what.contains("198.18.6.0/26"), "{failure}");
+    assert!(failure.why.contains("another protocol"), "{failure}");
+    let routes = node.ip(&["-4", "route"]).stdout;
+    assert!(
+        routes.contains("198.18.6.0/26 via 198.51.100.2 dev eth0 proto static"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("blackhole 198.18.8.0/26 proto 75"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn a_never_mode_block_is_routed_plain_via_the_host_interface() {
+    let node = Netns::new("dp-never");
+    let far = Netns::new("dp-never-far");
+    wire(&node, 1, &far, 2);
+    let mut pool = IPPool::new("default", net("198.18.0.0/16"));
+    pool.ipip_mode = EncapsulationMode::Never;
+    let context = RoutingContext {
+        pools: vec![pool],
+        host_interface: "eth0".to_string(),
+        host_network: "198.51.100.1/24".parse().unwrap(),
+        ..RoutingContext::default()
+    };
+    let block = net("198.18.3.0/26");
+    let target = remote_route(&context, block, ip("198.51.100.2"));
+    assert_eq!(target, via("198.51.100.2", eth0(), false));
+    let desired = Desired {
+        routes: BTreeMap::from([(block, target)]),
+        ..Desired::default()
+    };
+    assert_clean(&reconcile(&node, &desired), "reconcile");
+    let chosen = node.ip(&["route", "get", "198.18.3.7"]).stdout;
+    assert!(chosen.contains("via 198.51.100.2 dev eth0"), "{chosen}");
+}
+
+/// Two nodes on one link, each with a pod address in its own block (on `lo`, standing in
+/// for a pod), VXLAN Always between them: a ping from one pod address to the other crosses
+/// vxlan.tortie both ways.
+#[test]
+fn pods_on_two_nodes_reach_each_other_over_vxlan() {
+    let a = Netns::new("dp-vxping-a");
+    let b = Netns::new("dp-vxping-b");
+    wire(&a, 1, &b, 2);
+    a.add_address("lo", "198.18.0.2/32");
+    b.add_address("lo", "198.18.1.2/32");
+    let node =
+        |local: &str, tunnel: &str, name: &str, own: &str, other: VxlanPeer, other_block: &str| {
+            let gateway = other.tunnel_address.to_string();
+            Desired {
+                vxlan: Some(vxlan_spec(local, tunnel, name)),
+                vxlan_peers: vec![other],
+                routes: BTreeMap::from([
+                    (net(own), RouteTarget::Blackhole),
+                    (net(other_block), via(&gateway, Device::Vxlan, true)),
+                ]),
+                ..Desired::default()
+            }
+        };
+    let desired_a = node(
+        "198.51.100.1",
+        "198.18.0.1",
+        "node-a",
+        "198.18.0.0/26",
+        peer("198.18.1.1", "node-b", "198.51.100.2"),
+        "198.18.1.0/26",
+    );
+    let desired_b = node(
+        "198.51.100.2",
+        "198.18.1.1",
+        "node-b",
+        "198.18.1.0/26",
+        peer("198.18.0.1", "node-a", "198.51.100.1"),
+        "198.18.0.0/26",
+    );
+    assert_clean(&reconcile(&a, &desired_a), "node a");
+    assert_clean(&reconcile(&b, &desired_b), "node b");
+    let routes = a.ip(&["route", "show", "proto", "75"]).stdout;
+    assert!(
+        routes.contains("198.18.1.0/26 via 198.18.1.1 dev vxlan.tortie onlink"),
+        "{routes}"
+    );
+
+    let ping = wait_until(WITHIN, "a's pod address pings b's across VXLAN", || {
+        let output = Exec::new("ping")
+            .args(["-c", "1", "-W", "2", "-I", "198.18.0.2", "198.18.1.2"])
+            .run_in(&a);
+        if output.success() {
+            Ok(output)
+        } else {
+            Err(output)
+        }
+    });
+    assert!(ping.stdout.contains("1 received"), "{ping}");
+    // It went through the tunnel: vxlan.tortie counted the packets, both ways.
+    let statistics = a
+        .ip(&["-j", "-s", "link", "show", "dev", "vxlan.tortie"])
+        .stdout;
+    let parsed: serde_json::Value =
+        serde_json::from_str(&statistics).unwrap_or_else(|error| panic!("{error}: {statistics}"));
+    for direction in ["tx", "rx"] {
+        let packets = parsed[0]["stats64"][direction]["packets"].as_u64();
+        assert!(
+            packets.is_some_and(|packets| packets > 0),
+            "{direction}: {statistics}"
+        );
+    }
+}
+
+#[test]
+fn update_routes_installs_replaces_and_removes_many_routes_at_once() {
+    let node = Netns::new("dp-update");
+    let far = Netns::new("dp-update-far");
+    wire(&node, 1, &far, 2);
+    let upserts: Vec<(IpNet, RouteTarget)> = (0..2000u32)
+        .map(|n| {
+            let address = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + (n << 6));
+            (
+                IpNet::new(IpAddr::V4(address), 26).unwrap(),
+                via("198.51.100.2", eth0(), false),
+            )
+        })
+        .collect();
+    let (first, second, third, seen) = {
+        let upserts = upserts.clone();
+        block_on_in(&node, move || async move {
+            let mut dataplane = Dataplane::connect().await.expect("connect");
+            let first = dataplane
+                .update_routes(&upserts, &[])
+                .await
+                .expect("install");
+            // The same again changes nothing; half of them moved to blackholes are
+            // replaced; the other half withdrawn.
+            let second = dataplane.update_routes(&upserts, &[]).await.expect("again");
+            let moved: Vec<_> = upserts[..1000]
+                .iter()
+                .map(|(prefix, _)| (*prefix, RouteTarget::Blackhole))
+                .collect();
+            let withdrawn: Vec<_> = upserts[1000..].iter().map(|(prefix, _)| *prefix).collect();
+            let third = dataplane
+                .update_routes(&moved, &withdrawn)
+                .await
+                .expect("move and withdraw");
+            let seen = dataplane.routes().await.expect("routes");
+            (first, second, third, seen)
+        })
+    };
+    assert_clean(&first, "install");
+    assert_eq!(first.added, 2000, "{first}");
+    assert_eq!(second.changes(), 0, "{second}");
+    assert_clean(&third, "move and withdraw");
+    assert_eq!((third.replaced, third.removed), (1000, 1000), "{third}");
+    assert_eq!(seen.len(), 1000);
+    assert!(
+        seen.values()
+            .all(|target| *target == RouteTarget::Blackhole)
+    );
+    let listed = node.ip(&["-4", "route", "show", "proto", "75"]).stdout;
+    assert_eq!(listed.lines().count(), 1000);
+}
+
+#[test]
+fn update_routes_adopts_a_route_of_ours_it_did_not_know_and_refuses_foreign_ones() {
+    let node = Netns::new("dp-adopt");
+    let far = Netns::new("dp-adopt-far");
+    wire(&node, 1, &far, 2);
+    let report = block_on_in(&node, || async {
+        let mut dataplane = Dataplane::connect().await.expect("connect");
+        // Added behind the dataplane's back after it read the kernel's routes.
+        let added = std::process::Command::new("ip")
+            .args([
+                "route",
+                "add",
+                "198.18.1.0/26",
+                "via",
+                "198.51.100.2",
+                "proto",
+                "75",
+            ])
+            .status()
+            .expect("ip");
+        assert!(added.success());
+        let foreign = std::process::Command::new("ip")
+            .args([
+                "route",
+                "add",
+                "198.18.2.0/26",
+                "via",
+                "198.51.100.2",
+                "proto",
+                "static",
+            ])
+            .status()
+            .expect("ip");
+        assert!(foreign.success());
+        dataplane
+            .update_routes(
+                &[
+                    (net("198.18.1.0/26"), RouteTarget::Blackhole),
+                    (net("198.18.2.0/26"), RouteTarget::Blackhole),
+                ],
+                &[],
+            )
+            .await
+            .expect("update")
+    });
+    assert_eq!(report.replaced, 1, "{report}");
+    assert_eq!(report.failures.len(), 1, "{report}");
+    let routes = node.ip(&["-4", "route"]).stdout;
+    assert!(
+        routes.contains("blackhole 198.18.1.0/26 proto 75"),
+        "{routes}"
+    );
+    assert!(
+        routes.contains("198.18.2.0/26 via 198.51.100.2 dev eth0 proto static"),
+        "{routes}"
+    );
+}
+
+#[test]
+fn a_kernel_without_ipip_is_reported_with_the_fix_by_the_probe_and_by_reconcile() {
+    let node = Netns::new("dp-ipip");
+    let host_has_ipip = vm::host_has_ipip();
+    let (support, report) = block_on_in(&node, || async {
+        let support = dataplane::ipip_support().await.expect("probe");
+        let mut dataplane = Dataplane::connect().await.expect("connect");
+        let report = dataplane
+            .reconcile(&Desired {
+                tunl0: Some(Tunl0Spec {
+                    address: "198.18.0.1".parse().unwrap(),
+                    mtu: 1480,
+                }),
+                ..Desired::default()
+            })
+            .await
+            .expect("reconcile");
+        (support, report)
+    });
+    if host_has_ipip {
+        assert_eq!(support, IpipSupport::Available);
+        assert_eq!(report.ipip, Some(IpipSupport::Available), "{report}");
+        println!("this host's kernel has ipip: the missing-ipip path is not exercised here");
+        return;
+    }
+    let IpipSupport::Missing { reason } = &support else {
+        panic!("the host lacks ipip but the probe says {support}");
+    };
+    for fix in ["modprobe ipip", "VXLAN pool"] {
+        assert!(reason.contains(fix), "{fix:?} not in {reason:?}");
+    }
+    assert!(
+        matches!(&report.ipip, Some(IpipSupport::Missing { reason }) if reason.contains("modprobe ipip")),
+        "{report:?}"
+    );
+    assert!(
+        report
+            .failures
+            .iter()
+            .any(|failure| failure.what == "tunl0" && failure.why.contains("modprobe ipip")),
+        "{:#?}",
+        report.failures
+    );
+}
