@@ -669,3 +669,37 @@ fn a_nodes_own_bgp_configuration_is_laid_over_the_clusters() {
     assert_eq!(other.listen_port(), 179);
     assert_eq!(other, ipam.bgp_configuration().unwrap());
 }
+
+#[test]
+fn concurrent_registrations_on_one_sqlite_file_lose_no_update() {
+    let dir = std::env::temp_dir().join(format!("tortie-cluster-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("tortie.db");
+    crate::SqliteStore::open(&path).unwrap();
+    // Eight writers, each with its own handle (as separate processes have), each adding
+    // its own label to one node a few times: every label must survive.
+    let writers: Vec<_> = (0..8)
+        .map(|writer| {
+            let path = path.clone();
+            std::thread::spawn(move || {
+                let ipam = Ipam::new(crate::SqliteStore::open(&path).unwrap());
+                for round in 0..5 {
+                    ipam.register_node("node-a", |node| {
+                        node.labels
+                            .insert(format!("writer-{writer}"), round.to_string());
+                    })
+                    .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.join().unwrap();
+    }
+    let ipam = Ipam::new(crate::SqliteStore::open(&path).unwrap());
+    let node = ipam.node("node-a").unwrap().unwrap();
+    assert_eq!(node.labels.len(), 8, "{:?}", node.labels);
+    assert!(node.labels.values().all(|round| round == "4"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
