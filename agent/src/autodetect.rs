@@ -31,6 +31,19 @@ pub struct AddressArgs {
     pub nodename: Option<String>,
 }
 
+impl AddressArgs {
+    /// The settings from the environment alone (no command line), as `tortie-node` with no
+    /// subcommand reads them.
+    pub fn from_env() -> AddressArgs {
+        #[derive(clap::Parser)]
+        struct Only {
+            #[command(flatten)]
+            addresses: AddressArgs,
+        }
+        <Only as clap::Parser>::parse_from(["tortie-node"]).addresses
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Output {
     Text,
@@ -86,6 +99,15 @@ fn plan(args: &AddressArgs) -> Result<[FamilyPlan; 2], Failure> {
         )));
     }
     Ok([v4, v6])
+}
+
+/// Checks the four address settings without looking at the system: the message names the
+/// bad setting and the valid forms.
+pub fn validate(args: &AddressArgs) -> Result<(), String> {
+    match plan(args) {
+        Ok(_) => Ok(()),
+        Err(Failure::Config(text) | Failure::Detect(text)) => Err(text),
+    }
 }
 
 /// The result of `autodetect`, as printed with `-o json`.
@@ -145,7 +167,7 @@ pub async fn run(args: &AddressArgs) -> Result<Report, Failure> {
     })
 }
 
-fn host_name() -> Result<String, String> {
+pub fn host_name() -> Result<String, String> {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_string())
         .map_err(|e| format!("NODENAME is not set and the host name cannot be read: {e}"))

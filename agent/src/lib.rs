@@ -4,7 +4,9 @@
 //! take plain data and return plain data; this crate gathers that data and acts on the
 //! result.
 
+pub mod api;
 pub mod autodetect;
 pub mod ctl;
 pub mod dataplane;
 pub mod kubernetes;
+pub mod node;

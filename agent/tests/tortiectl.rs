@@ -374,3 +374,293 @@ fn parallel_tortiectl_assigns_never_share_an_address() {
     assert_eq!(seen.len(), 100);
     assert!(scratch.ok(&["ipam", "check"]).contains("No problems found"));
 }
+
+/// Runs tortiectl with `input` on its standard input.
+fn run_with_stdin(scratch: &Scratch, args: &[&str], input: &str) -> Output {
+    use std::io::Write;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tortiectl"))
+        .args(args)
+        .env(
+            "TORTIE_DATASTORE",
+            format!("sqlite:{}", scratch.database().display()),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("running tortiectl");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const CLUSTER: &str = "\
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: pods
+spec:
+  cidr: 198.18.0.0/16
+  ipipMode: Always
+  natOutgoing: true
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata:
+  name: default
+spec:
+  nodeToNodeMeshEnabled: false
+  asNumber: 65000
+  nodeMeshMaxRestartTime: 300s
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: tor-1
+spec:
+  peerIP: 192.0.2.1:1790
+  asNumber: 64513
+  node: node-a
+  ttlSecurity: 1
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata:
+  name: to-rr
+spec:
+  nodeSelector: \"!has(route-reflector)\"
+  peerSelector: route-reflector == 'true'
+---
+apiVersion: tortie.dev/v1
+kind: Node
+metadata:
+  name: node-a
+  labels:
+    route-reflector: \"true\"
+spec:
+  bgp:
+    ipv4Address: 198.51.100.10/24
+    ipv6Address: 2001:db8::10/64
+    routeReflectorClusterID: 224.0.0.1
+";
+
+#[test]
+fn resources_are_applied_shown_reapplied_and_deleted() {
+    let scratch = Scratch::new("resources");
+    let file = scratch.0.join("cluster.yaml");
+    std::fs::write(&file, CLUSTER).unwrap();
+    let file = file.to_str().unwrap();
+    let applied = scratch.ok(&["apply", "-f", file]);
+    assert_eq!(
+        applied.lines().collect::<Vec<_>>(),
+        [
+            "ippool pods created",
+            "bgpconfiguration default created",
+            "bgppeer tor-1 created",
+            "bgppeer to-rr created",
+            "node node-a created",
+        ]
+    );
+
+    let nodes = scratch.ok(&["get", "nodes"]);
+    assert!(
+        nodes.lines().nth(1).is_some_and(|header| {
+            header.split('|').map(str::trim).collect::<Vec<_>>()
+                == ["", "NAME", "ASN", "IPV4", "IPV6", ""]
+        }),
+        "{nodes}"
+    );
+    assert!(
+        nodes.contains("| node-a | (65000) | 198.51.100.10/24 | 2001:db8::10/64 |"),
+        "the AS a node inherits shows in parentheses: {nodes}"
+    );
+    let peers = scratch.ok(&["get", "bgppeers"]);
+    assert!(
+        peers.contains("| tor-1 | 192.0.2.1:1790") && peers.contains("| node-a "),
+        "{peers}"
+    );
+    let pools = scratch.ok(&["get", "pool"]);
+    assert!(
+        pools.contains("| pods | 198.18.0.0/16 | all()    |"),
+        "{pools}"
+    );
+    let config = scratch.ok(&["get", "bgpconfig"]);
+    assert!(
+        config.contains("| default | Info        | false       | 65000    |"),
+        "{config}"
+    );
+
+    let peer = json(&scratch.ok(&["get", "bgppeer", "tor-1", "-o", "json"]));
+    assert_eq!(peer["kind"], "BGPPeer");
+    assert_eq!(peer["metadata"]["name"], "tor-1");
+    assert_eq!(peer["spec"]["peerIP"], "192.0.2.1:1790");
+    assert_eq!(peer["spec"]["asNumber"], 64513);
+    assert_eq!(peer["spec"]["ttlSecurity"], 1);
+    let node = json(&scratch.ok(&["get", "node", "node-a", "-o", "json"]));
+    assert_eq!(node["spec"]["bgp"]["ipv4Address"], "198.51.100.10/24");
+    assert_eq!(node["spec"]["bgp"]["routeReflectorClusterID"], "224.0.0.1");
+    assert_eq!(node["metadata"]["labels"]["route-reflector"], "true");
+    let list = json(&scratch.ok(&["get", "peers", "-o", "json"]));
+    assert_eq!(list["kind"], "BGPPeerList");
+    assert_eq!(list["items"].as_array().unwrap().len(), 2);
+
+    // The same file again changes nothing.
+    let again = scratch.ok(&["apply", "-f", file]);
+    assert_eq!(again.lines().count(), 5);
+    assert!(
+        again.lines().all(|line| line.ends_with(" unchanged")),
+        "{again}"
+    );
+
+    // A change is "configured".
+    let changed = CLUSTER.replace("asNumber: 64513", "asNumber: 64514");
+    let output = run_with_stdin(&scratch, &["apply", "-f", "-"], &changed);
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains("bgppeer tor-1 configured"), "{stdout}");
+    assert!(stdout.contains("node node-a unchanged"), "{stdout}");
+
+    scratch.ok(&["delete", "bgppeer", "tor-1"]);
+    let gone = scratch.fails(&["get", "bgppeer", "tor-1"]);
+    assert!(gone.contains("bgppeer tor-1 does not exist"), "{gone}");
+    let missing = scratch.run(&["delete", "bgppeer", "tor-1"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("bgppeer tor-1 does not exist"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let deleted = scratch.ok(&["delete", "node", "node-a"]);
+    assert!(deleted.contains("node node-a deleted"), "{deleted}");
+    assert!(!scratch.ok(&["get", "nodes"]).contains("node-a"));
+
+    // delete -f: everything the file names that is left; a missing one refuses it all.
+    let refused = scratch.fails(&["delete", "-f", file]);
+    assert!(
+        refused.contains("does not exist") && refused.contains("nothing was deleted"),
+        "{refused}"
+    );
+    assert_eq!(
+        json(&scratch.ok(&["get", "peers", "-o", "json"]))["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    scratch.ok(&["apply", "-f", file]);
+    let deleted = scratch.ok(&["delete", "-f", file]);
+    assert_eq!(
+        deleted.lines().filter(|l| l.ends_with(" deleted")).count(),
+        5,
+        "{deleted}"
+    );
+    for kind in ["pools", "peers", "nodes", "bgpconfigs"] {
+        let list = json(&scratch.ok(&["get", kind, "-o", "json"]));
+        assert_eq!(list["items"], serde_json::json!([]), "{kind}");
+    }
+}
+
+#[test]
+fn a_bad_document_names_itself_and_nothing_from_the_file_is_written() {
+    let scratch = Scratch::new("bad-document");
+    let bad = format!(
+        "{CLUSTER}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor-2\nspec:\n  peerIP: 192.0.2.300\n  asNumber: 64513\n"
+    );
+    let path = scratch.0.join("bad.yaml");
+    std::fs::write(&path, &bad).unwrap();
+    let path = path.to_str().unwrap();
+    let error = scratch.fails(&["apply", "-f", path]);
+    assert!(
+        error.contains(&format!("{path}: document 6: BGPPeer tor-2: spec.peerIP:"))
+            && error.contains("valid forms"),
+        "{error}"
+    );
+    assert!(
+        !scratch.database().exists(),
+        "a refused file creates no datastore"
+    );
+
+    // The same with a datastore in place: nothing from the file reaches it.
+    scratch.ok(&["pool", "create", "other", "--cidr", "203.0.113.0/24"]);
+    scratch.fails(&["apply", "-f", path]);
+    assert_eq!(
+        json(&scratch.ok(&["get", "peers", "-o", "json"]))["items"],
+        serde_json::json!([])
+    );
+    assert_eq!(
+        json(&scratch.ok(&["get", "pools", "-o", "json"]))["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+
+    // A misspelt field, an unknown kind and a store conflict are refused the same way.
+    for (document, expected) in [
+        (
+            "apiVersion: tortie.dev/v1\nkind: BGPPeer\nmetadata: {name: p}\nspec: {peerIp: 192.0.2.1, asNumber: 1}\n",
+            "document 1: BGPPeer p: spec.peerIp: unknown field; valid fields here:",
+        ),
+        (
+            "apiVersion: tortie.dev/v1\nkind: Pod\nmetadata: {name: p}\n",
+            "document 1: kind: \"Pod\"; valid: IPPool, IPReservation, Node, BGPPeer, BGPConfiguration",
+        ),
+        (
+            "apiVersion: tortie.dev/v1\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 203.0.113.128/25}\n",
+            "document 1: pool p (203.0.113.128/25) overlaps pool other",
+        ),
+        ("kind: [", "not valid YAML"),
+    ] {
+        let output = run_with_stdin(&scratch, &["apply", "-f", "-"], document);
+        assert!(!output.status.success());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(expected), "{expected} not in: {stderr}");
+    }
+    let usage = scratch.fails(&["get", "pods"]);
+    assert!(usage.contains("unknown resource type \"pods\""), "{usage}");
+}
+
+#[test]
+fn get_output_applies_back_unchanged() {
+    let scratch = Scratch::new("round-trip");
+    let output = run_with_stdin(&scratch, &["apply", "-f", "-"], CLUSTER);
+    assert!(output.status.success());
+    scratch.ok(&["ipam", "assign", "--node", "node-a", "--handle", "h"]);
+    for kind in ["nodes", "ippools", "bgppeers", "bgpconfigurations"] {
+        for format in ["json", "yaml"] {
+            let printed = scratch.ok(&["get", kind, "-o", format]);
+            let output = run_with_stdin(&scratch, &["apply", "-f", "-"], &printed);
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            assert!(
+                output.status.success(),
+                "{kind} -o {format}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            assert!(
+                !stdout.is_empty() && stdout.lines().all(|line| line.ends_with(" unchanged")),
+                "{kind} -o {format}: {stdout}"
+            );
+        }
+    }
+    // Blocks and affinities are shown, not applied.
+    let blocks = scratch.ok(&["get", "blocks"]);
+    assert!(
+        blocks.contains("| 198-18-") && blocks.contains("| node-a |"),
+        "{blocks}"
+    );
+    let affinities = json(&scratch.ok(&["get", "affinities", "-o", "json"]));
+    assert_eq!(affinities["items"][0]["spec"]["state"], "confirmed");
+    let printed = scratch.ok(&["get", "blocks", "-o", "yaml"]);
+    let output = run_with_stdin(&scratch, &["apply", "-f", "-"], &printed);
+    assert!(!output.status.success());
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("IPAMBlock is written by tortie itself"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

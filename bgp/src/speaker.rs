@@ -198,6 +198,10 @@ pub struct PeerStatus {
     pub accepted: usize,
     /// Prefixes this speaker has announced to the peer.
     pub advertised: usize,
+    /// Families whose End-of-RIB the peer has sent in this session: its initial routes
+    /// are all in (RFC 4724 - Section 2). A restarting agent waits for it before it
+    /// removes forwarding state the peer has not confirmed.
+    pub end_of_rib: Vec<Family>,
 }
 
 /// How many prefixes one UPDATE withdraws at most: 4096 octets hold 814 IPv4 /32s, or
@@ -213,6 +217,8 @@ struct PeerEntry<S> {
     last_error: Option<SessionError>,
     session: Option<SessionParameters>,
     received: usize,
+    /// Families whose End-of-RIB arrived in this session.
+    end_of_rib: Vec<Family>,
     /// Adj-RIB-Out: the prefixes announced to the peer.
     advertised: HashSet<IpNet>,
     stale: Option<StaleRoutes>,
@@ -469,6 +475,7 @@ where
                 last_error: None,
                 session: None,
                 received: 0,
+                end_of_rib: Vec::new(),
                 advertised: HashSet::new(),
                 stale: None,
             },
@@ -552,6 +559,7 @@ where
             .map_or(0, |gr| gr.restart_time);
         entry.session = Some(parameters);
         entry.received = 0;
+        entry.end_of_rib.clear();
         entry.advertised.clear();
         if let Some(stale) = entry.stale.take() {
             let (waiting, dropped): (Vec<Family>, Vec<Family>) =
@@ -691,6 +699,9 @@ where
         let Some(entry) = self.peers.get_mut(&id) else {
             return;
         };
+        if !entry.end_of_rib.contains(&family) {
+            entry.end_of_rib.push(family);
+        }
         let Some(stale) = entry.stale.as_mut() else {
             return;
         };
@@ -1011,6 +1022,7 @@ where
                     .map(|&p| self.ipv4.paths_from(p) + self.ipv6.paths_from(p))
                     .sum(),
                 advertised: entry.advertised.len(),
+                end_of_rib: entry.end_of_rib.clone(),
             })
             .collect();
         rows.sort_by_key(|row| row.address);

@@ -507,7 +507,7 @@ impl<S: Store> Ipam<S> {
     /// read each), so a claim costs a read or two, not a listing of every block, and a node
     /// always tries the same blocks in the same order. Returns `None` when every block is
     /// taken.
-    fn claim_free_block(
+    pub(crate) fn claim_free_block(
         &self,
         pool: &IPPool,
         node: &str,

@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ipnet::IpNet;
 
 use crate::block::IPAMBlock;
+use crate::cluster::{BGPConfiguration, BGPPeer, Node};
 use crate::error::IpamError;
 use crate::model::{
     BlockAffinity, IPAM_CONFIG_NAME, IPAMConfig, IPAMHandle, IPPool, IPReservation, Kind, Resource,
@@ -76,6 +77,9 @@ typed!(BlockAffinity);
 typed!(IPAMHandle);
 typed!(IPAMConfig);
 typed!(IPReservation);
+typed!(Node);
+typed!(BGPPeer);
+typed!(BGPConfiguration);
 
 /// Unix seconds now.
 pub(crate) fn unix_now() -> u64 {

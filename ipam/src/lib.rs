@@ -12,6 +12,11 @@
 //! | [`BlockAffinity`] | (node, block) | the node that claims the block |
 //! | [`IPAMBlock`] | block (/26 by default) | any node; in practice the owner, plus borrowers |
 //! | [`IPAMHandle`] | pod interface or tunnel | whoever assigns or releases for it |
+//! | [`Node`] | node | its agent (`register_node`); the operator adds labels |
+//! | [`BGPPeer`], [`BGPConfiguration`] | peering; cluster (`default`) or node | the operator (`tortiectl apply`) |
+//!
+//! The last three are not IPAM's, but live in its store so that one datastore holds the
+//! cluster: see [`cluster`].
 //!
 //! A block's allocations are the only record of who holds an address: an address is held
 //! exactly when its slot in its block says so, and a block is one object, so "never one
@@ -54,6 +59,8 @@
 //! overtaken by another writer is re-read and re-decided inside IPAM, a bounded number of
 //! times ([`DEFAULT_MAX_ATTEMPTS`]) with randomised backoff, so callers never see a conflict
 //! unless the store is pathologically contended ([`IpamError::TooManyConflicts`]).
+//! One more call, [`Store::generation`], is a number that moves on every write: the cheap
+//! change signal a node agent polls instead of listing everything.
 //!
 //! # What an assignment costs, and why
 //!
@@ -89,6 +96,9 @@
 pub mod assign;
 pub mod block;
 pub mod check;
+mod claim;
+pub mod cluster;
+pub mod document;
 pub mod error;
 mod ipam;
 pub mod model;
@@ -104,6 +114,10 @@ pub use block::{AllocationAttribute, IPAMBlock, ReleasedAddress};
 pub use check::{
     AddressInfo, BlockUsage, BorrowedAddress, CheckReport, GcReport, HeldAddress, PoolUsage,
     Problem, ReportOutcome, Utilization,
+};
+pub use cluster::{
+    Applied, BGPConfiguration, BGPPeer, ChangeWatch, ClusterError, DeletedNode, Node, NodeBGPSpec,
+    Registered,
 };
 pub use error::{IpamError, PoolAttempt, PoolRefusal};
 pub use ipam::{DEFAULT_MAX_ATTEMPTS, Ipam};

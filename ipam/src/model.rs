@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use smallvec::SmallVec;
 
 use crate::block::IPAMBlock;
+use crate::cluster::{BGPConfiguration, BGPPeer, Node};
 use crate::name::Name;
 
 /// Default block prefix length for IPv4 pools (a /26: 64 addresses).
@@ -462,17 +463,26 @@ pub enum Kind {
     IPAMHandle,
     IPAMConfig,
     IPReservation,
+    Node,
+    BGPPeer,
+    BGPConfiguration,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 6] = [
+    pub const ALL: [Kind; 9] = [
         Kind::IPPool,
         Kind::IPAMBlock,
         Kind::BlockAffinity,
         Kind::IPAMHandle,
         Kind::IPAMConfig,
         Kind::IPReservation,
+        Kind::Node,
+        Kind::BGPPeer,
+        Kind::BGPConfiguration,
     ];
+
+    /// How many kinds there are: the size of a per-kind table.
+    pub const COUNT: usize = Kind::ALL.len();
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -482,6 +492,9 @@ impl Kind {
             Kind::IPAMHandle => "IPAMHandle",
             Kind::IPAMConfig => "IPAMConfig",
             Kind::IPReservation => "IPReservation",
+            Kind::Node => "Node",
+            Kind::BGPPeer => "BGPPeer",
+            Kind::BGPConfiguration => "BGPConfiguration",
         }
     }
 
@@ -509,6 +522,9 @@ pub enum Resource {
     IPAMHandle(IPAMHandle),
     IPAMConfig(IPAMConfig),
     IPReservation(IPReservation),
+    Node(Node),
+    BGPPeer(BGPPeer),
+    BGPConfiguration(BGPConfiguration),
 }
 
 impl Resource {
@@ -520,6 +536,9 @@ impl Resource {
             Resource::IPAMHandle(_) => Kind::IPAMHandle,
             Resource::IPAMConfig(_) => Kind::IPAMConfig,
             Resource::IPReservation(_) => Kind::IPReservation,
+            Resource::Node(_) => Kind::Node,
+            Resource::BGPPeer(_) => Kind::BGPPeer,
+            Resource::BGPConfiguration(_) => Kind::BGPConfiguration,
         }
     }
 
@@ -532,6 +551,9 @@ impl Resource {
             Resource::IPAMHandle(handle) => handle.handle_id.to_string(),
             Resource::IPAMConfig(_) => IPAM_CONFIG_NAME.to_string(),
             Resource::IPReservation(reservation) => reservation.name.clone(),
+            Resource::Node(node) => node.name.clone(),
+            Resource::BGPPeer(peer) => peer.name.clone(),
+            Resource::BGPConfiguration(config) => config.name.clone(),
         }
     }
 
@@ -554,6 +576,9 @@ impl Resource {
             Resource::IPAMHandle(value) => serde_json::to_string(value),
             Resource::IPAMConfig(value) => serde_json::to_string(value),
             Resource::IPReservation(value) => serde_json::to_string(value),
+            Resource::Node(value) => serde_json::to_string(value),
+            Resource::BGPPeer(value) => serde_json::to_string(value),
+            Resource::BGPConfiguration(value) => serde_json::to_string(value),
         }
     }
 
@@ -565,6 +590,9 @@ impl Resource {
             Kind::IPAMHandle => Resource::IPAMHandle(serde_json::from_str(text)?),
             Kind::IPAMConfig => Resource::IPAMConfig(serde_json::from_str(text)?),
             Kind::IPReservation => Resource::IPReservation(serde_json::from_str(text)?),
+            Kind::Node => Resource::Node(serde_json::from_str(text)?),
+            Kind::BGPPeer => Resource::BGPPeer(serde_json::from_str(text)?),
+            Kind::BGPConfiguration => Resource::BGPConfiguration(serde_json::from_str(text)?),
         })
     }
 }

@@ -48,6 +48,7 @@
 pub mod addresses;
 pub mod asynchronous;
 pub mod binaries;
+pub mod cluster;
 pub mod lan;
 pub mod netns;
 pub mod peers;
@@ -59,6 +60,7 @@ pub mod wait;
 pub use addresses::{TEST_NETWORKS, is_test_address};
 pub use asynchronous::block_on_in;
 pub use binaries::{bin_dir, binary, tortie_node};
+pub use cluster::Cluster;
 pub use lan::Lan;
 pub use netns::{LinkState, Netns, veth};
 pub use process::{Exec, Output, Process, run_in};

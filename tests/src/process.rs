@@ -157,6 +157,15 @@ impl Exec {
         }
     }
 
+    /// Runs the program to completion in the test process's own namespace: for commands
+    /// that only read (`ip -n <ns> route show`, `tortiectl` on a socket path), never for
+    /// anything that configures links or addresses.
+    #[track_caller]
+    pub fn run_here(&self) -> Output {
+        self.try_run_here()
+            .unwrap_or_else(|timed_out| panic!("{timed_out}"))
+    }
+
     /// Runs the program in the test process's own namespace: for `ip netns add` and
     /// friends, never for anything that configures links or addresses.
     pub(crate) fn try_run_here(&self) -> Result<Output, String> {

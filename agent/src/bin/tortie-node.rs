@@ -1,20 +1,41 @@
-//! tortie-node: the node agent. For now it answers one question: which address is this
-//! node's (`tortie-node autodetect`).
+//! tortie-node: the node agent. `run` (the default) is the agent itself; `autodetect`
+//! prints the address it would pick and why; `health` is for liveness and readiness probes.
 
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tortie_agent::autodetect::{self, AddressArgs, Output};
+use tortie_agent::node::config::{DEFAULT_RUN_DIR, LogFormat, NodeConfig};
 
 #[derive(Parser)]
 #[command(name = "tortie-node", version, about = "tortie's node agent")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node agent (the default): register the node, claim its blocks, peer over
+    /// BGP and program routes. Configured from the environment (IP, IP_AUTODETECTION_METHOD,
+    /// NODENAME, AS, DATASTORE_TYPE, TORTIE_DATASTORE, TORTIE_IPV4POOL_*, TORTIE_IPV6POOL_*,
+    /// TORTIE_BGP_PORT, TORTIE_LOG_LEVEL, TORTIE_LOG_FORMAT, TORTIE_RUN_DIR,
+    /// TORTIE_HEALTH_LISTEN, NO_DEFAULT_POOLS); see README.md.
+    Run {
+        #[command(flatten)]
+        addresses: AddressArgs,
+    },
+    /// Probe the running agent: exit 0 when it is live (--live) or ready (--ready), 1 with
+    /// the reasons when not.
+    Health {
+        #[arg(long, conflicts_with = "ready", required_unless_present = "ready")]
+        live: bool,
+        #[arg(long)]
+        ready: bool,
+        /// The agent's socket (default: $TORTIE_RUN_DIR/agent.sock).
+        #[arg(long, env = "TORTIE_SOCKET")]
+        socket: Option<std::path::PathBuf>,
+    },
     /// Print the address this node would use (IPv4, and IPv6 when IP6=autodetect or given),
     /// with its interface and method, and why each interface was taken or passed over.
     /// Exit 0 with an address, 1 when nothing suitable was found, 2 for a malformed setting.
@@ -28,18 +49,95 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .with_writer(std::io::stderr)
-        // Colour only for a person at a terminal, not in log files and test captures.
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let cli = Cli::parse();
     match cli.command {
-        Command::Autodetect { addresses, output } => autodetect_main(&addresses, output),
+        None => run_main(AddressArgs::from_env()),
+        Some(Command::Run { addresses }) => run_main(addresses),
+        Some(Command::Autodetect { addresses, output }) => {
+            init_logging("warn", LogFormat::Text);
+            autodetect_main(&addresses, output)
+        }
+        Some(Command::Health {
+            live,
+            ready: _,
+            socket,
+        }) => health_main(live, socket),
+    }
+}
+
+fn init_logging(filter: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, not in log files and test captures.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run_main(addresses: AddressArgs) -> ExitCode {
+    // Every variable is checked before anything is created, logged or bound.
+    let config = match NodeConfig::from_lookup(
+        |name| std::env::var(name).ok(),
+        addresses,
+        tortie_agent::autodetect::host_name,
+    ) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("tortie-node: {error}");
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&config.log_filter, config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("tortie-node: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(tortie_agent::node::run::run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("tortie-node: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn health_main(live: bool, socket: Option<std::path::PathBuf>) -> ExitCode {
+    let socket = socket.unwrap_or_else(|| {
+        std::path::PathBuf::from(
+            std::env::var("TORTIE_RUN_DIR").unwrap_or_else(|_| DEFAULT_RUN_DIR.to_string()),
+        )
+        .join("agent.sock")
+    });
+    match tortie_agent::api::status(&socket, std::time::Duration::from_secs(5)) {
+        Ok(_) if live => {
+            println!("live");
+            ExitCode::SUCCESS
+        }
+        Ok(status) if status.ready => {
+            println!("ready");
+            ExitCode::SUCCESS
+        }
+        Ok(status) => {
+            println!("not ready: {}", status.not_ready.join("; "));
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            println!("{error}");
+            ExitCode::from(1)
+        }
     }
 }
 

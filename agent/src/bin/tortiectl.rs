@@ -1,4 +1,4 @@
-//! tortiectl: inspect and manage tortie's pools and IP address management (see
+//! tortiectl: inspect and manage tortie's datastore: pools, addresses, nodes and BGP peers (see
 //! `tortie_agent::ctl`).
 
 use std::process::ExitCode;

@@ -1,8 +1,13 @@
-//! `tortiectl`: the operator's view of tortie's datastore (pools and IPAM now), modelled on
+//! `tortiectl`: the operator's view of tortie's datastore (pools, IPAM, nodes and BGP), modelled on
 //! calicoctl. One module per command group; the binary only parses and dispatches.
 
+pub mod apply;
 pub mod datastore;
+pub mod delete;
+pub mod get;
 pub mod ipam;
+pub mod manifest;
+pub mod node;
 pub mod pool;
 pub mod table;
 
@@ -18,12 +23,15 @@ use datastore::{DEFAULT_DATASTORE, Datastore};
 #[command(
     name = "tortiectl",
     version,
-    about = "Inspect and manage tortie's pools and IP address management"
+    about = "Inspect and manage tortie's datastore: pools, addresses, nodes and BGP peers"
 )]
 pub struct Cli {
     /// The datastore: sqlite:<path>.
     #[arg(long, global = true, env = "TORTIE_DATASTORE", default_value = DEFAULT_DATASTORE)]
     pub datastore: String,
+    /// The node agent's local API socket (for `node status`).
+    #[arg(long, global = true, env = "TORTIE_SOCKET", default_value = crate::api::DEFAULT_SOCKET)]
+    pub socket: PathBuf,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -43,6 +51,25 @@ pub enum Command {
     /// Addresses, blocks and handles.
     #[command(subcommand)]
     Ipam(IpamCommand),
+    /// This node's agent: its BGP peers and readiness.
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Create or update resources from YAML documents (Calico's shape).
+    Apply(apply::ApplyArgs),
+    /// Show resources: nodes, ippools, bgppeers, bgpconfigurations, blocks, affinities, ...
+    Get(get::GetArgs),
+    /// Delete resources by type and name, or those a file names.
+    Delete(delete::DeleteArgs),
+}
+
+#[derive(Subcommand)]
+pub enum NodeCommand {
+    /// The agent's BGP sessions, as `calicoctl node status` shows them. Exits 1 when the
+    /// agent is not running.
+    Status {
+        #[arg(short = 'o', long = "output", value_enum, default_value = "table")]
+        output: Output,
+    },
 }
 
 #[derive(Subcommand)]
@@ -129,11 +156,29 @@ pub enum IpamCommand {
 /// Runs one command. Returns the process exit code for commands that report a finding
 /// rather than fail (`ipam check`); errors come back as `Err`.
 pub fn run(cli: Cli) -> Result<u8> {
-    let datastore = Datastore::parse(&cli.datastore)?;
+    let datastore = || Datastore::parse(&cli.datastore);
     match cli.command {
-        Command::Pool(command) => pool::run(&datastore, command).map(|()| 0),
-        Command::Ipam(command) => ipam::run(&datastore, command),
+        Command::Pool(command) => pool::run(&datastore()?, command).map(|()| 0),
+        Command::Ipam(command) => ipam::run(&datastore()?, command),
+        Command::Node(NodeCommand::Status { output }) => node_status(&cli.socket, output),
+        Command::Apply(args) => apply::run(&datastore()?, args),
+        Command::Get(args) => get::run(&datastore()?, args),
+        Command::Delete(args) => delete::run(&datastore()?, args),
     }
+}
+
+fn node_status(socket: &std::path::Path, output: Output) -> Result<u8> {
+    let status = crate::api::status(socket, std::time::Duration::from_secs(10))?;
+    match output {
+        Output::Table => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            print!("{}", node::render_status(&status, now));
+        }
+        Output::Json => println!("{}", serde_json::to_string_pretty(&status)?),
+    }
+    Ok(0)
 }
 
 /// `part` of `whole` as a whole percentage, for the tables.

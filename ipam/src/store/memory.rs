@@ -75,9 +75,9 @@ struct Entry {
 struct Inner {
     revision: u64,
     /// Keyed by [`Name`]: a handle's key is the handle's own name, not a copy of it.
-    objects: [FastMap<Name, Entry>; 6],
+    objects: [FastMap<Name, Entry>; Kind::COUNT],
     /// node → names per kind, for [`Store::list`] with a node.
-    by_node: FastMap<String, [BTreeSet<String>; 6]>,
+    by_node: FastMap<String, [BTreeSet<String>; Kind::COUNT]>,
 }
 
 impl Inner {
@@ -97,7 +97,7 @@ impl Inner {
             if let Some(names) = self.by_node.get_mut(node) {
                 names[kind.index()].insert(name.to_string());
             } else {
-                let mut names: [BTreeSet<String>; 6] = Default::default();
+                let mut names: [BTreeSet<String>; Kind::COUNT] = Default::default();
                 names[kind.index()].insert(name.to_string());
                 self.by_node.insert(node.to_string(), names);
             }
@@ -286,6 +286,11 @@ impl Store for MemoryStore {
 
     fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
         self.apply_locked(kind, name, step)
+    }
+
+    /// The global revision counter, which every write (deletes too) moves on.
+    fn generation(&self) -> Result<u64, StoreError> {
+        Ok(self.lock()?.revision)
     }
 }
 

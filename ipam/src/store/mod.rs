@@ -170,6 +170,23 @@ pub trait Store: Send + Sync {
     /// `NotFound` if it is gone.
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError>;
 
+    /// The store's generation: a number that changes on every committed create, update or
+    /// delete of any object, by this handle or any other (another process on the same
+    /// SQLite file included), and never goes back. It is one cheap read, so a watcher can
+    /// poll it every few hundred milliseconds and re-read what it watches only when it
+    /// moved. Equal numbers mean nothing was written in between; a larger one says that
+    /// something was, not what or how much. (Compare only numbers from one store; etcd's
+    /// header revision and a Kubernetes list's resourceVersion give the same signal.)
+    ///
+    /// This default has nothing to offer and says so; every store here overrides it.
+    fn generation(&self) -> Result<u64, StoreError> {
+        Err(StoreError::Backend {
+            location: std::any::type_name::<Self>().to_string(),
+            what: "reading the store's generation".to_string(),
+            source: "this store offers no change signal; list the objects to see changes".into(),
+        })
+    }
+
     /// Reads one object, lets `step` decide, and writes the decision. This default is a
     /// `get` and then a compare-and-swap on the revision read: if another writer got there
     /// first it fails with a contention error ([`StoreError::is_contention`]) and the caller
@@ -226,6 +243,9 @@ macro_rules! forward_store {
             }
             fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
                 (**self).apply(kind, name, step)
+            }
+            fn generation(&self) -> Result<u64, StoreError> {
+                (**self).generation()
             }
         }
     )*};
@@ -344,5 +364,94 @@ pub(crate) mod conformance {
                 .len(),
             1
         );
+
+        cluster_kinds(store);
+    }
+
+    /// Node, BGPPeer and BGPConfiguration are stored like every other kind, and the
+    /// generation moves on every committed write, deletes included, and on nothing else.
+    fn cluster_kinds(store: &dyn Store) {
+        use crate::cluster::{BGPConfiguration, BGPPeer, Node, NodeBGPSpec};
+
+        let mut node = Node::new("node-a");
+        node.bgp = Some(NodeBGPSpec {
+            ipv4_address: Some("198.51.100.10/24".parse().unwrap()),
+            as_number: Some(65001),
+            ..NodeBGPSpec::default()
+        });
+        node.labels.insert("rack".to_string(), "r1".to_string());
+        let peer = BGPPeer {
+            name: "tor".to_string(),
+            peer_ip: Some("192.0.2.1:1790".to_string()),
+            as_number: Some(64513),
+            max_restart_time: Some(std::time::Duration::from_secs(90)),
+            ..BGPPeer::default()
+        };
+        let config = BGPConfiguration {
+            node_to_node_mesh_enabled: Some(false),
+            ..BGPConfiguration::cluster_default()
+        };
+        let mut generation = store.generation().unwrap();
+        fn moved(store: &dyn Store, generation: &mut u64, what: &str) {
+            let now = store.generation().unwrap();
+            assert!(
+                now > *generation,
+                "{what}: generation {now} did not move past {generation}"
+            );
+            *generation = now;
+        }
+        let mut revisions = Vec::new();
+        for value in [
+            Resource::Node(node.clone()),
+            Resource::BGPPeer(peer.clone()),
+            Resource::BGPConfiguration(config.clone()),
+        ] {
+            let kind = value.kind();
+            let name = value.name();
+            revisions.push(store.create(value.clone()).unwrap());
+            moved(store, &mut generation, "create");
+            assert!(matches!(
+                store.create(value.clone()),
+                Err(StoreError::AlreadyExists { .. })
+            ));
+            let read = store.get(kind, &name).unwrap().unwrap();
+            assert_eq!(*read.value, value);
+            assert_eq!(store.list(kind, None).unwrap().len(), 1);
+        }
+        let unchanged = store.generation().unwrap();
+        assert!(store.get(Kind::Node, "node-a").unwrap().is_some());
+        assert!(store.list(Kind::BGPPeer, None).unwrap().len() == 1);
+        assert_eq!(
+            store.generation().unwrap(),
+            unchanged,
+            "reads are not writes"
+        );
+
+        node.labels
+            .insert("route-reflector".to_string(), "true".to_string());
+        let updated = store
+            .update(Resource::Node(node.clone()), &revisions[0])
+            .unwrap();
+        moved(store, &mut generation, "update");
+        assert!(matches!(
+            store.update(Resource::Node(node.clone()), &revisions[0]),
+            Err(StoreError::Conflict { .. })
+        ));
+        assert_eq!(store.generation().unwrap(), generation, "a refused write");
+        store.delete(Kind::Node, "node-a", &updated).unwrap();
+        moved(store, &mut generation, "delete");
+        store.delete(Kind::BGPPeer, "tor", &revisions[1]).unwrap();
+        moved(store, &mut generation, "delete");
+        store
+            .apply(Kind::BGPConfiguration, "default", &mut |_| Decision::Keep)
+            .unwrap();
+        assert_eq!(store.generation().unwrap(), generation, "apply that keeps");
+        store
+            .apply(Kind::BGPConfiguration, "default", &mut |_| Decision::Delete)
+            .unwrap();
+        moved(store, &mut generation, "apply that deletes");
+        for kind in [Kind::Node, Kind::BGPPeer, Kind::BGPConfiguration] {
+            assert!(store.list(kind, None).unwrap().is_empty(), "{kind}");
+        }
     }
 }

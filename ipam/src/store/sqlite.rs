@@ -463,6 +463,19 @@ impl Store for SqliteStore {
     fn apply(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
         self.apply_in_transaction(kind, name, step)
     }
+
+    /// The global revision counter in `meta`: every write transaction (create, update,
+    /// delete, apply) moves it on in the same commit as its change, so another process
+    /// sees the new number exactly when it can see the change. A write that is refused
+    /// (conflict, not found) rolls back and leaves it. One primary-key read.
+    fn generation(&self) -> Result<u64, StoreError> {
+        let connection = self.lock();
+        connection
+            .prepare_cached("SELECT value FROM meta WHERE key = 'revision'")
+            .and_then(|mut statement| statement.query_row([], |row| row.get::<_, i64>(0)))
+            .map(|revision| revision as u64)
+            .map_err(|e| self.backend("reading the store's generation".to_string(), e))
+    }
 }
 
 #[cfg(test)]
@@ -484,6 +497,45 @@ mod tests {
         // And the data is there for the next process to open.
         let again = SqliteStore::open(&path).unwrap();
         assert_eq!(again.list(Kind::BlockAffinity, None).unwrap().len(), 2);
+        let _ = std::fs::remove_dir_all(path.parent().unwrap());
+    }
+
+    #[test]
+    fn generation_is_shared_by_every_handle_on_one_file() {
+        use crate::cluster::BGPPeer;
+
+        let path = scratch("generation");
+        let writer = SqliteStore::open(&path).unwrap();
+        let watcher = SqliteStore::open(&path).unwrap();
+        let peer = |address: &str| {
+            Resource::BGPPeer(BGPPeer {
+                name: "tor".to_string(),
+                peer_ip: Some(address.to_string()),
+                as_number: Some(64513),
+                ..BGPPeer::default()
+            })
+        };
+        let start = watcher.generation().unwrap();
+        assert_eq!(writer.generation().unwrap(), start);
+        let created = writer.create(peer("192.0.2.1")).unwrap();
+        let after_create = watcher.generation().unwrap();
+        assert!(after_create > start);
+        let updated = writer.update(peer("192.0.2.2"), &created).unwrap();
+        let after_update = watcher.generation().unwrap();
+        assert!(after_update > after_create);
+        // A refused write rolls back, generation included.
+        assert!(writer.update(peer("192.0.2.3"), &created).is_err());
+        assert_eq!(watcher.generation().unwrap(), after_update);
+        writer.delete(Kind::BGPPeer, "tor", &updated).unwrap();
+        let after_delete = watcher.generation().unwrap();
+        assert!(after_delete > after_update, "a delete moves the generation");
+        // And the other way round, and for a handle opened later.
+        watcher.create(peer("192.0.2.1")).unwrap();
+        assert!(writer.generation().unwrap() > after_delete);
+        assert_eq!(
+            SqliteStore::open(&path).unwrap().generation().unwrap(),
+            writer.generation().unwrap()
+        );
         let _ = std::fs::remove_dir_all(path.parent().unwrap());
     }
 
