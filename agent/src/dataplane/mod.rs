@@ -262,6 +262,26 @@ impl Report {
         self.changes() == 0 && self.failures.is_empty()
     }
 
+    /// The failures in one line for a log or a status field, at most `shown` of them
+    /// spelled out (one missing device can fail thousands of routes), or `None`.
+    pub fn failure_summary(&self, shown: usize) -> Option<String> {
+        if self.failures.is_empty() {
+            return None;
+        }
+        let mut summary = self
+            .failures
+            .iter()
+            .take(shown.max(1))
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ");
+        let more = self.failures.len().saturating_sub(shown.max(1));
+        if more > 0 {
+            summary.push_str(&format!("; and {more} more"));
+        }
+        Some(summary)
+    }
+
     fn fail(&mut self, what: impl Into<String>, why: impl fmt::Display) {
         let failure = Failure {
             what: what.into(),
@@ -598,6 +618,22 @@ mod tests {
         };
         let json = serde_json::to_string(&desired).unwrap();
         assert_eq!(serde_json::from_str::<Desired>(&json).unwrap(), desired);
+    }
+
+    #[test]
+    fn a_failure_summary_spells_out_the_first_few() {
+        let mut report = Report::default();
+        assert_eq!(report.failure_summary(2), None);
+        for n in 0..5 {
+            report.fail(format!("route 198.18.{n}.0/26"), "no such device");
+        }
+        assert_eq!(
+            report.failure_summary(2).as_deref(),
+            Some(
+                "route 198.18.0.0/26: no such device; route 198.18.1.0/26: no such device; \
+                 and 3 more"
+            )
+        );
     }
 
     #[test]
