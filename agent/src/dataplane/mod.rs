@@ -447,17 +447,19 @@ impl Dataplane {
     ) -> Result<Report, DataplaneError> {
         let mut changes = routes::Changes::default();
         for (prefix, target) in upserts {
+            // Keyed by network, as the kernel keys routes (see routes::diff).
+            let prefix = prefix.trunc();
             let target = target.canonical();
-            match self.installed.get(prefix) {
+            match self.installed.get(&prefix) {
                 Some(installed) if *installed == target => changes.unchanged += 1,
-                Some(_) => changes.replace.push((*prefix, target)),
-                None => changes.add.push((*prefix, target)),
+                Some(_) => changes.replace.push((prefix, target)),
+                None => changes.add.push((prefix, target)),
             }
         }
         changes.remove.extend(
             removals
                 .iter()
-                .map(|prefix| routes::Removal::ByPrefix(*prefix)),
+                .map(|prefix| routes::Removal::ByPrefix(prefix.trunc())),
         );
         let needs_links = changes
             .add

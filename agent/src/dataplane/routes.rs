@@ -216,8 +216,14 @@ pub(crate) fn diff(
     desired: &BTreeMap<IpNet, RouteTarget>,
 ) -> Changes {
     let mut changes = Changes::default();
-    for (prefix, target) in desired {
-        let target = target.canonical();
+    // The kernel keys a route by its network (it refuses host bits), so a wanted prefix
+    // written with host bits (198.18.0.5/26) is the same route as its network's.
+    let desired: BTreeMap<IpNet, RouteTarget> = desired
+        .iter()
+        .map(|(prefix, target)| (prefix.trunc(), target.canonical()))
+        .collect();
+    for (prefix, target) in &desired {
+        let target = target.clone();
         let present = in_kernel.get(prefix).map(Vec::as_slice).unwrap_or(&[]);
         let keeper = present.iter().position(|route| route.is(&target));
         let replaceable = present.iter().position(|route| route.default_slot);
@@ -520,6 +526,17 @@ mod tests {
         assert_eq!(changes.unchanged, 0);
         assert_eq!(changes.remove.len(), 1);
         assert_eq!(changes.add, vec![(prefix, RouteTarget::Blackhole)]);
+    }
+
+    #[test]
+    fn a_wanted_prefix_with_host_bits_is_its_network() {
+        let network: IpNet = "198.18.1.0/26".parse().unwrap();
+        let in_kernel =
+            BTreeMap::from([(network, vec![kernel_route(Some(RouteTarget::Blackhole), 0)])]);
+        let desired = BTreeMap::from([("198.18.1.5/26".parse().unwrap(), RouteTarget::Blackhole)]);
+        let changes = diff(&in_kernel, &desired);
+        assert_eq!(changes.unchanged, 1);
+        assert!(changes.remove.is_empty() && changes.add.is_empty());
     }
 
     #[test]
