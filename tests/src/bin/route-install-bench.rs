@@ -32,6 +32,16 @@
 //!   covers a new `Dataplane::connect` (which reads the kernel's routes) and a `reconcile`
 //!   that finds every route as wanted and changes nothing.
 //!
+//! Figures on a 2-vCPU machine shared with other builds (load average 4 to 9), medians:
+//!
+//! | routes | raw netlink | update_routes | ip -batch | restart (connect + reconcile) |
+//! |---:|---:|---:|---:|---:|
+//! | 10,000 (7 runs) | 165k/s | 158k/s (0.96×) | 67k/s (0.41×) | 200k/s |
+//! | 100,000 (3 runs) | 143k/s | 120k/s (0.84×) | 65k/s (0.46×) | 174k/s |
+//!
+//! `perf` puts over 80% of update_routes' time in the kernel (FIB insertion, the ACKs);
+//! the agent's own share (building requests, the bookkeeping) is a few per cent.
+//!
 //! Methods run interleaved (raw, tortie, ip, raw, ...) so a change in the machine's load
 //! hits all alike; the table shows the median of `--runs` (5 by default), and min/max.
 
