@@ -824,3 +824,92 @@ fn vxlan_tortie_is_changed_in_place_where_it_can_be_and_recreated_where_not() {
     let again = reconcile(&node, &desired);
     assert_eq!(again.changes(), 0, "{again}");
 }
+
+/// A BGP withdrawal deletes tortie's route for the prefix and nothing else: a route of
+/// another protocol for the same prefix (IPv4 and IPv6) stays.
+#[test]
+fn a_withdrawal_leaves_other_protocols_routes_for_the_same_prefix_alone() {
+    let node = Netns::new("dp-withdraw");
+    let far = Netns::new("dp-withdraw-far");
+    wire(&node, 1, &far, 2);
+    node.add_address("eth0", "2001:db8::1/64");
+    node.ip(&[
+        "route",
+        "add",
+        "198.18.6.0/26",
+        "via",
+        "198.51.100.2",
+        "proto",
+        "static",
+    ]);
+    node.ip(&[
+        "route",
+        "add",
+        "2001:db8:6::/122",
+        "via",
+        "2001:db8::2",
+        "proto",
+        "static",
+    ]);
+    // Ours at another metric beside each, so both protocols hold the prefix.
+    node.ip(&[
+        "route",
+        "add",
+        "198.18.6.0/26",
+        "via",
+        "198.51.100.3",
+        "proto",
+        "75",
+        "metric",
+        "10",
+    ]);
+    node.ip(&[
+        "route",
+        "add",
+        "2001:db8:6::/122",
+        "via",
+        "2001:db8::3",
+        "proto",
+        "75",
+        "metric",
+        "10",
+    ]);
+    let report = block_on_in(&node, || async {
+        let mut dataplane = Dataplane::connect().await.expect("connect");
+        dataplane
+            .update_routes(&[], &[net("198.18.6.0/26"), net("2001:db8:6::/122")])
+            .await
+            .expect("withdraw")
+    });
+    assert_clean(&report, "withdrawal");
+    assert_eq!(report.removed, 2, "{report}");
+    let v4 = ipv4_routes(&node);
+    assert!(
+        v4.contains("198.18.6.0/26 via 198.51.100.2 dev eth0 proto static"),
+        "{v4}"
+    );
+    assert!(!v4.contains("198.51.100.3"), "{v4}");
+    let v6 = node.ip(&["-6", "route"]).stdout;
+    assert!(
+        v6.contains("2001:db8:6::/122 via 2001:db8::2 dev eth0 proto static"),
+        "{v6}"
+    );
+    assert!(!v6.contains("2001:db8::3"), "{v6}");
+
+    // Withdrawn again: nothing of ours is left, and still nothing else goes.
+    let again = block_on_in(&node, || async {
+        let mut dataplane = Dataplane::connect().await.expect("connect");
+        dataplane
+            .update_routes(&[], &[net("198.18.6.0/26"), net("2001:db8:6::/122")])
+            .await
+            .expect("withdraw again")
+    });
+    assert_clean(&again, "second withdrawal");
+    assert_eq!(again.changes(), 0, "{again}");
+    assert!(ipv4_routes(&node).contains("198.18.6.0/26 via 198.51.100.2 dev eth0 proto static"));
+    assert!(
+        node.ip(&["-6", "route"])
+            .stdout
+            .contains("2001:db8:6::/122 via 2001:db8::2")
+    );
+}
