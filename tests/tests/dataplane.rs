@@ -913,3 +913,54 @@ fn a_withdrawal_leaves_other_protocols_routes_for_the_same_prefix_alone() {
             .contains("2001:db8:6::/122 via 2001:db8::2")
     );
 }
+
+/// Hundreds of VTEPs (a large cluster) land in one reconcile, and leaving nodes' entries
+/// go in one too: the neighbour and FDB requests are sent together, not one by one.
+#[test]
+fn hundreds_of_vxlan_peers_converge_in_one_reconcile() {
+    let node = Netns::new("dp-vx-many");
+    let far = Netns::new("dp-vx-many-far");
+    wire(&node, 1, &far, 2);
+    let peers: Vec<VxlanPeer> = (0..300u32)
+        .map(|n| VxlanPeer {
+            tunnel_address: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 1)) + (n << 6)),
+            mac: vxlan_mac(&format!("node-{n}")),
+            node_address: Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 19, 0, 1)) + n),
+        })
+        .collect();
+    let mut desired = Desired {
+        vxlan: Some(vxlan_spec("198.51.100.1", "198.18.255.1", "node-self")),
+        vxlan_peers: peers.clone(),
+        ..Desired::default()
+    };
+    let first = reconcile(&node, &desired);
+    assert_clean(&first, "300 peers");
+    let neighbours = node.ip(&["neigh", "show", "dev", "vxlan.tortie"]).stdout;
+    assert_eq!(
+        neighbours
+            .lines()
+            .filter(|l| l.contains("PERMANENT"))
+            .count(),
+        300
+    );
+    let again = reconcile(&node, &desired);
+    assert_eq!(again.changes(), 0, "{again}");
+
+    desired.vxlan_peers.truncate(100);
+    let report = reconcile(&node, &desired);
+    assert_clean(&report, "down to 100 peers");
+    assert_eq!(
+        report.removed, 400,
+        "200 neighbours and 200 FDB entries: {report}"
+    );
+    let fdb = Exec::new("bridge")
+        .args(["fdb", "show", "dev", "vxlan.tortie"])
+        .run_in(&node)
+        .expect_success()
+        .stdout;
+    assert_eq!(
+        fdb.lines().filter(|l| l.contains(" dst ")).count(),
+        100,
+        "{fdb}"
+    );
+}

@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
+use futures::future::{BoxFuture, FutureExt, join_all};
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -19,7 +20,8 @@ use super::{DataplaneError, Report, VXLAN_DEVICE, VxlanPeer};
 type Mac = [u8; 6];
 
 /// Makes the neighbour table and FDB of `vxlan.tortie` (link `index`) hold exactly
-/// `peers`' entries.
+/// `peers`' entries. The requests of each phase (deletions, then additions) are all sent
+/// at once and answered together, rather than one round trip each.
 pub(crate) async fn reconcile(
     handle: &Handle,
     index: u32,
@@ -27,17 +29,21 @@ pub(crate) async fn reconcile(
 ) -> Result<Report, DataplaneError> {
     let mut report = Report::default();
     let (neighbours, fdb) = read(handle, index).await?;
-
     let wanted_neighbours: BTreeMap<Ipv4Addr, Mac> = peers
         .iter()
         .map(|peer| (peer.tunnel_address, peer.mac))
         .collect();
-    for (address, (mac, state)) in &neighbours {
-        if wanted_neighbours.get(address) == Some(mac) && *state == NeighbourState::Permanent {
-            continue;
-        }
+    let wanted_fdb: BTreeSet<(Mac, Ipv4Addr)> = peers
+        .iter()
+        .map(|peer| (peer.mac, peer.node_address))
+        .collect();
+
+    // Stale entries go first, so a MAC that moved to another node address is re-added
+    // with its new one rather than gaining a second remote.
+    let mut deletions = Batch::default();
+    for address in neighbours.keys() {
         if wanted_neighbours.contains_key(address) {
-            // Replaced below.
+            // Kept, or replaced below.
             continue;
         }
         let mut message = neighbour_message(index, AddressFamily::Inet);
@@ -46,48 +52,12 @@ pub(crate) async fn reconcile(
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
                 *address,
             )));
-        match handle.neighbours().del(message).execute().await {
-            Ok(()) => report.removed += 1,
-            Err(error) if errno(&error) == Some(libc::ENOENT) => {}
-            Err(error) => report.fail(
-                format!("neighbour {address} on {VXLAN_DEVICE}"),
-                format!("deleting it failed: {error}"),
-            ),
-        }
+        deletions.push(
+            format!("neighbour {address} on {VXLAN_DEVICE}"),
+            Counted::Removed,
+            handle.neighbours().del(message).execute().boxed(),
+        );
     }
-    for (address, mac) in &wanted_neighbours {
-        let existing = neighbours.get(address);
-        if existing == Some(&(*mac, NeighbourState::Permanent)) {
-            report.unchanged += 1;
-            continue;
-        }
-        let added = handle
-            .neighbours()
-            .add(index, IpAddr::V4(*address))
-            .link_layer_address(mac)
-            .state(NeighbourState::Permanent)
-            .replace()
-            .execute()
-            .await;
-        match added {
-            Ok(()) if existing.is_some() => report.replaced += 1,
-            Ok(()) => report.added += 1,
-            Err(error) => report.fail(
-                format!(
-                    "neighbour {address} lladdr {} on {VXLAN_DEVICE}",
-                    show_mac(mac)
-                ),
-                format!("adding it failed: {error}"),
-            ),
-        }
-    }
-
-    let wanted_fdb: BTreeSet<(Mac, Ipv4Addr)> = peers
-        .iter()
-        .map(|peer| (peer.mac, peer.node_address))
-        .collect();
-    // Stale entries go first, so a MAC that moved to another node address is re-added
-    // with its new one rather than gaining a second remote.
     for (mac, destination) in fdb.difference(&wanted_fdb) {
         let mut message = neighbour_message(index, AddressFamily::Bridge);
         message.header.flags = NeighbourFlags::Own;
@@ -99,14 +69,40 @@ pub(crate) async fn reconcile(
             .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
                 *destination,
             )));
-        match handle.neighbours().del(message).execute().await {
-            Ok(()) => report.removed += 1,
-            Err(error) if errno(&error) == Some(libc::ENOENT) => {}
-            Err(error) => report.fail(
-                format!("fdb {} dst {destination} on {VXLAN_DEVICE}", show_mac(mac)),
-                format!("deleting it failed: {error}"),
-            ),
+        deletions.push(
+            format!("fdb {} dst {destination} on {VXLAN_DEVICE}", show_mac(mac)),
+            Counted::Removed,
+            handle.neighbours().del(message).execute().boxed(),
+        );
+    }
+    deletions.run(&mut report).await;
+
+    let mut additions = Batch::default();
+    for (address, mac) in &wanted_neighbours {
+        let existing = neighbours.get(address);
+        if existing == Some(&(*mac, NeighbourState::Permanent)) {
+            report.unchanged += 1;
+            continue;
         }
+        additions.push(
+            format!(
+                "neighbour {address} lladdr {} on {VXLAN_DEVICE}",
+                show_mac(mac)
+            ),
+            if existing.is_some() {
+                Counted::Replaced
+            } else {
+                Counted::Added
+            },
+            handle
+                .neighbours()
+                .add(index, IpAddr::V4(*address))
+                .link_layer_address(mac)
+                .state(NeighbourState::Permanent)
+                .replace()
+                .execute()
+                .boxed(),
+        );
     }
     for (mac, destination) in &wanted_fdb {
         if fdb.contains(&(*mac, *destination)) {
@@ -115,24 +111,67 @@ pub(crate) async fn reconcile(
         }
         // `bridge fdb append <mac> dev vxlan.tortie dst <node> self permanent`: NTF_SELF
         // puts it in the vxlan device's own FDB, not a bridge's.
-        let added = handle
-            .neighbours()
-            .add_bridge(index, mac)
-            .flags(NeighbourFlags::Own)
-            .state(NeighbourState::Permanent)
-            .destination(IpAddr::V4(*destination))
-            .replace()
-            .execute()
-            .await;
-        match added {
-            Ok(()) => report.added += 1,
-            Err(error) => report.fail(
-                format!("fdb {} dst {destination} on {VXLAN_DEVICE}", show_mac(mac)),
-                format!("adding it failed: {error}"),
-            ),
+        additions.push(
+            format!("fdb {} dst {destination} on {VXLAN_DEVICE}", show_mac(mac)),
+            Counted::Added,
+            handle
+                .neighbours()
+                .add_bridge(index, mac)
+                .flags(NeighbourFlags::Own)
+                .state(NeighbourState::Permanent)
+                .destination(IpAddr::V4(*destination))
+                .replace()
+                .execute()
+                .boxed(),
+        );
+    }
+    additions.run(&mut report).await;
+    Ok(report)
+}
+
+/// How a change counts in the report when it succeeds.
+#[derive(Clone, Copy)]
+enum Counted {
+    Added,
+    Replaced,
+    Removed,
+}
+
+/// Requests sent together: rtnetlink queues each on its connection as soon as it is
+/// polled, so awaiting them all at once pipelines them.
+#[derive(Default)]
+struct Batch {
+    labels: Vec<(String, Counted)>,
+    requests: Vec<BoxFuture<'static, Result<(), rtnetlink::Error>>>,
+}
+
+impl Batch {
+    fn push(
+        &mut self,
+        what: String,
+        counted: Counted,
+        request: BoxFuture<'static, Result<(), rtnetlink::Error>>,
+    ) {
+        self.labels.push((what, counted));
+        self.requests.push(request);
+    }
+
+    async fn run(self, report: &mut Report) {
+        let outcomes = join_all(self.requests).await;
+        for ((what, counted), outcome) in self.labels.into_iter().zip(outcomes) {
+            match (counted, outcome) {
+                (Counted::Added, Ok(())) => report.added += 1,
+                (Counted::Replaced, Ok(())) => report.replaced += 1,
+                (Counted::Removed, Ok(())) => report.removed += 1,
+                // Gone meanwhile: what was wanted.
+                (Counted::Removed, Err(error)) if errno(&error) == Some(libc::ENOENT) => {}
+                (Counted::Removed, Err(error)) => {
+                    report.fail(what, format!("deleting it failed: {error}"))
+                }
+                (_, Err(error)) => report.fail(what, format!("adding it failed: {error}")),
+            }
         }
     }
-    Ok(report)
 }
 
 type Neighbours = BTreeMap<Ipv4Addr, (Mac, NeighbourState)>;
