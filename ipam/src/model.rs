@@ -302,6 +302,15 @@ impl RecordedName {
             RecordedName::Heap(name) => name,
         }
     }
+
+    /// The name's bytes, which order as the name does (`str` orders byte by byte) and
+    /// need no check that they are UTF-8 text.
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RecordedName::Inline(name) => name.as_bytes(),
+            RecordedName::Heap(name) => name.as_bytes(),
+        }
+    }
 }
 
 impl HandleBlocks {
@@ -311,7 +320,7 @@ impl HandleBlocks {
 
     fn position(&self, block: &str) -> Result<usize, usize> {
         self.0
-            .binary_search_by(|(name, _)| name.as_str().cmp(block))
+            .binary_search_by(|(name, _)| name.as_bytes().cmp(block.as_bytes()))
     }
 
     pub fn get(&self, block: &str) -> Option<&u32> {
@@ -595,11 +604,17 @@ impl BlockName {
         };
         match cidr {
             IpNet::V4(net) => {
+                // At most 18 bytes (`255-255-255-255-32`): written straight into the
+                // buffer, with no per-byte check for room.
+                let bytes = &mut name.bytes;
+                let mut at = 0;
                 for octet in net.addr().octets() {
-                    name.push_decimal(octet);
-                    name.push(b'-');
+                    at = write_decimal(bytes, at, octet);
+                    bytes[at] = b'-';
+                    at += 1;
                 }
-                name.push_decimal(net.prefix_len());
+                at = write_decimal(bytes, at, net.prefix_len());
+                name.length = at as u8;
             }
             IpNet::V6(_) => {
                 use std::fmt::Write;
@@ -623,9 +638,18 @@ impl BlockName {
     }
 
     pub fn as_str(&self) -> &str {
-        // Filled from ASCII (digits, dashes, hexadecimal) or a whole `&str`, so this cannot
-        // fail.
-        std::str::from_utf8(&self.bytes[..usize::from(self.length)]).unwrap_or_default()
+        debug_assert!(std::str::from_utf8(self.as_bytes()).is_ok());
+        // SAFETY: every byte up to `length` is valid UTF-8: `new` writes ASCII digits and
+        // dashes (or goes through `write_str`), `from_text` copies a whole `&str`, and
+        // `write_str`, the only caller of `push`, checks for room before writing anything
+        // and copies its text byte for byte, turning only ASCII separators into ASCII
+        // dashes, so no character is ever cut. (Checking it again here, on every call,
+        // cost as much as writing the name.)
+        unsafe { std::str::from_utf8_unchecked(self.as_bytes()) }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.length)]
     }
 
     fn push(&mut self, byte: u8) {
@@ -634,16 +658,21 @@ impl BlockName {
             self.length += 1;
         }
     }
+}
 
-    fn push_decimal(&mut self, value: u8) {
-        if value >= 100 {
-            self.push(b'0' + value / 100);
-        }
-        if value >= 10 {
-            self.push(b'0' + value / 10 % 10);
-        }
-        self.push(b'0' + value % 10);
+/// Writes `value` in decimal at `bytes[at..]`; returns where it ended.
+fn write_decimal(bytes: &mut [u8; BLOCK_NAME_CAPACITY], at: usize, value: u8) -> usize {
+    let mut at = at;
+    if value >= 100 {
+        bytes[at] = b'0' + value / 100;
+        at += 1;
     }
+    if value >= 10 {
+        bytes[at] = b'0' + value / 10 % 10;
+        at += 1;
+    }
+    bytes[at] = b'0' + value % 10;
+    at + 1
 }
 
 impl fmt::Write for BlockName {
