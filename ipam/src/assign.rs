@@ -170,8 +170,10 @@ impl OwnBlocks {
     /// Matches each block to its affinity. A block without one (a claim being given up)
     /// and an affinity without a block (a claim under way) are both left unused.
     fn finish(mut self) -> SmallVec<[OwnBlock; 4]> {
-        self.blocks.sort_unstable_by_key(|block| block.cidr);
-        for (cidr, free) in self.free {
+        if self.blocks.len() > 1 {
+            self.blocks.sort_unstable_by_key(|block| block.cidr);
+        }
+        for &(cidr, free) in &self.free {
             if let Ok(found) = self.blocks.binary_search_by_key(&cidr, |own| own.cidr) {
                 self.blocks[found].free = Some(free);
             }
@@ -566,8 +568,10 @@ impl<S: Store> Ipam<S> {
                         deleted: false,
                         timestamp: new.map_or_else(unix_now, |new| new.now),
                     };
-                    let new = count(&handle);
-                    set(&mut handle, new);
+                    // A new handle counts nothing yet: one entry, no search.
+                    handle
+                        .block
+                        .insert(block, delta.clamp(0, i64::from(u32::MAX)) as u32);
                     Ok(Change::Put(handle, ()))
                 }
                 Some(handle) => {

@@ -63,7 +63,7 @@
 //! The common case (one address for a new handle, from a block the node owns) is three
 //! store calls: one [`Store::visit_each`] for the five reads (the config, the pools, the
 //! reservations, the node's affinities and its blocks), then the handle and the block
-//! (applies, in that order, as above). On the memory store that is about 5.2k
+//! (applies, in that order, as above). On the memory store that is about 4.9k
 //! instructions (callgrind), and four heap allocations, each for something that outlives
 //! the call or is returned: the handle's [`Name`] (one copy, shared by the allocation's
 //! attribute, the handle object and the store's key), the attribute, the handle object,
@@ -84,10 +84,11 @@
 //! (it now keeps each name's hash, which is why the crate uses `hashbrown`'s `HashTable`
 //! directly: std's `HashMap` offers no way to look up and then insert with one hash), a
 //! block's holders scanned for an attribute no block could hold yet, and a block name
-//! checked for UTF-8 on every use. Every one of these is a representation, not a rule: the
-//! JSON a backend stores, and the order and content of every write, are what they were,
-//! so SQLite (whose cost is its transactions) is unaffected.
-
+//! checked for UTF-8 on every use and written digit by digit (now a table of the 256
+//! octets). Every one of these is a representation, not a rule: the JSON a backend stores,
+//! and the order and content of every write, are what they were, so SQLite (whose cost is
+//! its transactions) is unaffected.
+//!
 //! # Failing well
 //!
 //! "No address available" names every pool considered and why each gave nothing (disabled,

@@ -604,17 +604,18 @@ impl BlockName {
         };
         match cidr {
             IpNet::V4(net) => {
-                // At most 18 bytes (`255-255-255-255-32`): written straight into the
-                // buffer, with no per-byte check for room.
+                // At most 18 bytes (`255-255-255-255-32`), well within the buffer: each
+                // number and the dash after it is one four-byte copy from a table.
                 let bytes = &mut name.bytes;
                 let mut at = 0;
                 for octet in net.addr().octets() {
-                    at = write_decimal(bytes, at, octet);
-                    bytes[at] = b'-';
-                    at += 1;
+                    let (text, length) = DECIMAL_AND_DASH[usize::from(octet)];
+                    bytes[at..at + 4].copy_from_slice(&text);
+                    at += usize::from(length) + 1;
                 }
-                at = write_decimal(bytes, at, net.prefix_len());
-                name.length = at as u8;
+                let (text, length) = DECIMAL_AND_DASH[usize::from(net.prefix_len())];
+                bytes[at..at + 4].copy_from_slice(&text);
+                name.length = (at + usize::from(length)) as u8;
             }
             IpNet::V6(_) => {
                 use std::fmt::Write;
@@ -660,20 +661,32 @@ impl BlockName {
     }
 }
 
-/// Writes `value` in decimal at `bytes[at..]`; returns where it ended.
-fn write_decimal(bytes: &mut [u8; BLOCK_NAME_CAPACITY], at: usize, value: u8) -> usize {
-    let mut at = at;
-    if value >= 100 {
-        bytes[at] = b'0' + value / 100;
-        at += 1;
+/// Each byte value in decimal followed by a dash, padded to four bytes, with the number
+/// of digits: how [`BlockName::new`] writes an IPv4 name.
+const DECIMAL_AND_DASH: [([u8; 4], u8); 256] = {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut value = 0;
+    while value < 256 {
+        let (hundreds, tens, units) = (value / 100, value / 10 % 10, value % 10);
+        table[value] = if value >= 100 {
+            (
+                [
+                    b'0' + hundreds as u8,
+                    b'0' + tens as u8,
+                    b'0' + units as u8,
+                    b'-',
+                ],
+                3,
+            )
+        } else if value >= 10 {
+            ([b'0' + tens as u8, b'0' + units as u8, b'-', 0], 2)
+        } else {
+            ([b'0' + units as u8, b'-', 0, 0], 1)
+        };
+        value += 1;
     }
-    if value >= 10 {
-        bytes[at] = b'0' + value / 10 % 10;
-        at += 1;
-    }
-    bytes[at] = b'0' + value % 10;
-    at + 1
-}
+    table
+};
 
 impl fmt::Write for BlockName {
     fn write_str(&mut self, text: &str) -> fmt::Result {
