@@ -50,7 +50,7 @@
 //! write transaction; [`Store::visit`] (a borrowed read: show each object a list would
 //! return, collect nothing; default: list), which the memory store runs in place; and
 //! [`Store::visit_each`] (several visits in one call; default: one after another), which
-//! the memory store makes under one lock. There are no multi-object transactions: the
+//! the memory store makes under one lock and SQLite in one read transaction. There are no multi-object transactions: the
 //! Kubernetes API has none (etcd has, but then IPAM would differ per backend); instead
 //! every operation is a sequence of single-object writes ordered so that each prefix of it
 //! is a state check and GC understand. A write overtaken by another writer is re-read and

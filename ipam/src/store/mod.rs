@@ -171,9 +171,10 @@ pub trait Store: Send + Sync {
     }
 
     /// Several borrowed reads in one call: shows `visitor` what [`Store::visit`] would for
-    /// each of `reads`, in turn. This default is one `visit` after another; a store that
-    /// holds objects in memory overrides it to make them all under one lock (so they also
-    /// see one state of the store). An assignment starts with five reads this way.
+    /// each of `reads`, in turn. This default is one `visit` after another; the memory
+    /// store overrides it to make them all under one lock, and SQLite in one read
+    /// transaction (so they also see one state of the store). An assignment starts with
+    /// five reads this way.
     fn visit_each(
         &self,
         reads: &[Read<'_>],
