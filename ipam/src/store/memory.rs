@@ -140,13 +140,6 @@ impl Table {
         }
     }
 
-    fn entries(&self) -> impl Iterator<Item = &Entry> {
-        self.slots.iter().filter_map(|slot| match slot {
-            Slot::Full(entry) => Some(entry),
-            Slot::Vacant { .. } => None,
-        })
-    }
-
     fn get(&self, name: &str) -> Option<&Entry> {
         self.slot(name).and_then(|slot| self.entry(slot))
     }
@@ -267,8 +260,12 @@ impl Inner {
         match node {
             // One object or none (the usual number of pools): no order to establish.
             None if table.len() <= 1 => {
-                for entry in table.entries() {
-                    visitor(&entry.value);
+                // Through the names, not the slots: after many deletions most slots may
+                // be vacant.
+                for named in table.slots_by_name.iter() {
+                    if let Some(entry) = table.entry(named.slot) {
+                        visitor(&entry.value);
+                    }
                 }
             }
             None => {
