@@ -169,7 +169,9 @@ impl OwnBlocks {
 
     /// Matches each block to its affinity. A block without one (a claim being given up)
     /// and an affinity without a block (a claim under way) are both left unused.
-    fn finish(mut self) -> SmallVec<[OwnBlock; 4]> {
+    /// (In place: the two lists are a few hundred bytes, and moving them cost more than
+    /// the matching.)
+    fn finish(&mut self) -> &[OwnBlock] {
         if self.blocks.len() > 1 {
             self.blocks.sort_unstable_by_key(|block| block.cidr);
         }
@@ -178,7 +180,7 @@ impl OwnBlocks {
                 self.blocks[found].free = Some(free);
             }
         }
-        self.blocks
+        &self.blocks
     }
 }
 
@@ -284,10 +286,11 @@ impl<S: Store> Ipam<S> {
             now,
         };
         // The second family reads the node again if the first may have claimed a block.
+        let own = own.finish();
         let (own4, own6) = if args.num4 > 0 {
-            (Some(own.finish()), None)
+            (Some(own), None)
         } else {
-            (None, Some(own.finish()))
+            (None, Some(own))
         };
         let ipv4 = self.assign_family(&context, Family::V4, args.num4, own4)?;
         let ipv6 = match self.assign_family(&context, Family::V6, args.num6, own6) {
@@ -305,7 +308,7 @@ impl<S: Store> Ipam<S> {
         context: &Context<'_>,
         family: Family,
         wanted: u32,
-        own: Option<SmallVec<[OwnBlock; 4]>>,
+        own: Option<&[OwnBlock]>,
     ) -> Result<Vec<Allocation>, IpamError> {
         if wanted == 0 {
             return Ok(Vec::new());
@@ -320,6 +323,7 @@ impl<S: Store> Ipam<S> {
         //    however many blocks there are in all, made with the call's first reads unless
         //    an earlier family may have changed them. What each block has free is noted
         //    and let go before writing, so that the memory store changes the block in place.
+        let mut reread = OwnBlocks::default();
         let own = match own {
             Some(own) => own,
             None => {
@@ -333,15 +337,14 @@ impl<S: Store> Ipam<S> {
                         node: Some(node),
                     },
                 ];
-                let mut own = OwnBlocks::default();
                 self.store.visit_each(&reads, &mut |_, resource| {
-                    own.note(resource, node, &context.reserved)
+                    reread.note(resource, node, &context.reserved)
                 })?;
-                own.finish()
+                reread.finish()
             }
         };
         let mut owned = own.len() as u32;
-        for &OwnBlock { cidr, state, free } in &own {
+        for &OwnBlock { cidr, state, free } in own {
             if got.len() as u32 >= wanted {
                 break;
             }

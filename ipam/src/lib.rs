@@ -63,7 +63,7 @@
 //! The common case (one address for a new handle, from a block the node owns) is three
 //! store calls: one [`Store::visit_each`] for the five reads (the config, the pools, the
 //! reservations, the node's affinities and its blocks), then the handle and the block
-//! (applies, in that order, as above). On the memory store that is about 4.9k
+//! (applies, in that order, as above). On the memory store that is about 4.8k
 //! instructions (callgrind), and four heap allocations, each for something that outlives
 //! the call or is returned: the handle's [`Name`] (one copy, shared by the allocation's
 //! attribute, the handle object and the store's key), the attribute, the handle object,
