@@ -151,7 +151,14 @@ fn main() {
     drop(tor);
 
     let raw = Exec::new(binary("route-install-bench"))
-        .args(["--methods", "raw", "--runs", "3", "--routes", &REMOTE_BLOCKS.to_string()])
+        .args([
+            "--methods",
+            "raw",
+            "--runs",
+            "3",
+            "--routes",
+            &REMOTE_BLOCKS.to_string(),
+        ])
         .timeout(Duration::from_secs(300))
         .run_here();
     let raw_rate = raw
