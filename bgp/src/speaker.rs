@@ -91,6 +91,10 @@ pub struct PeerConfig {
     pub import_policy: Policy,
     /// Applied to routes for the peer after the protocol's export rules.
     pub export_policy: Policy,
+    /// Announce only this speaker's own prefixes to the peer, none it learned: what a
+    /// cluster node tells a top-of-rack router, so that the router's route to each block
+    /// points at the node that owns it rather than at whichever node told it first.
+    pub originated_only: bool,
 }
 
 impl PeerConfig {
@@ -109,6 +113,7 @@ impl PeerConfig {
             families: vec![family_of(&address)],
             import_policy: Policy::default(),
             export_policy: Policy::default(),
+            originated_only: false,
         }
     }
 }
@@ -914,6 +919,7 @@ where
             return;
         };
         let policy = entry.config.export_policy.clone();
+        let originated_only = entry.config.originated_only;
         let families = entry
             .session
             .as_ref()
@@ -947,6 +953,9 @@ where
                 BestChange::Best(path) => {
                     let key = (family, path.peer, path.attributes);
                     let export_of = |path: &Path| {
+                        if originated_only && path.peer != PeerId::LOCAL {
+                            return None;
+                        }
                         let attributes = self.store.get(path.attributes)?;
                         let source = if path.peer == PeerId::LOCAL {
                             Source::Local

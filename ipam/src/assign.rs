@@ -14,12 +14,12 @@ use crate::error::{IpamError, PoolAttempt, PoolRefusal};
 use crate::ipam::{Change, Ipam, Reserved, Typed, node_hash, unix_now};
 use crate::model::{
     AffinityState, AllowedUse, BlockAffinity, BlockName, EncapsulationMode, Family, HandleBlocks,
-    IPAMConfig, IPAMHandle, IPPool, Kind, Resource, block_name,
+    IPAMConfig, IPAMHandle, IPPool, IPReservation, Kind, Resource, block_name,
 };
 use crate::name::Name;
 use crate::secondary::Secondary;
 use crate::selector::Selector;
-use crate::store::{Store, StoreError};
+use crate::store::{Read, Store, StoreError};
 
 /// A node's tunnel device, which gets one address from a pool using that encapsulation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -142,6 +142,48 @@ struct OwnBlock {
     free: Option<u32>,
 }
 
+/// The node's blocks as one read of its affinities and its blocks shows them, in CIDR
+/// order.
+#[derive(Default)]
+struct OwnBlocks {
+    blocks: SmallVec<[OwnBlock; 4]>,
+    /// What each block the node owns has free, until [`OwnBlocks::finish`] notes it.
+    free: SmallVec<[(IpNet, u32); 4]>,
+}
+
+impl OwnBlocks {
+    /// Notes one of the node's affinities or blocks.
+    fn note(&mut self, resource: &Resource, node: &str, reserved: &Reserved) {
+        match resource {
+            Resource::BlockAffinity(affinity) => self.blocks.push(OwnBlock {
+                cidr: affinity.cidr,
+                state: affinity.state,
+                free: None,
+            }),
+            Resource::IPAMBlock(block) if block.affinity_node() == Some(node) => {
+                self.free.push((block.cidr, reserved.assignable(block)));
+            }
+            _ => {}
+        }
+    }
+
+    /// Matches each block to its affinity. A block without one (a claim being given up)
+    /// and an affinity without a block (a claim under way) are both left unused.
+    /// (In place: the two lists are a few hundred bytes, and moving them cost more than
+    /// the matching.)
+    fn finish(&mut self) -> &[OwnBlock] {
+        if self.blocks.len() > 1 {
+            self.blocks.sort_unstable_by_key(|block| block.cidr);
+        }
+        for &(cidr, free) in &self.free {
+            if let Ok(found) = self.blocks.binary_search_by_key(&cidr, |own| own.cidr) {
+                self.blocks[found].free = Some(free);
+            }
+        }
+        &self.blocks
+    }
+}
+
 /// Everything one automatic assignment reads once and uses throughout.
 struct Context<'a> {
     args: &'a AutoAssignArgs,
@@ -190,16 +232,52 @@ impl<S: Store> Ipam<S> {
             );
         }
         let handle = Name::new(&args.handle_id);
+        // One call for everything the assignment reads (the memory store makes it under
+        // one lock): the settings, then the node's affinities and blocks, for the first
+        // family that wants addresses.
+        let node = args.node.as_str();
+        let reads = [
+            Read {
+                kind: Kind::IPAMConfig,
+                node: None,
+            },
+            Read {
+                kind: Kind::IPPool,
+                node: None,
+            },
+            Read {
+                kind: Kind::IPReservation,
+                node: None,
+            },
+            Read {
+                kind: Kind::BlockAffinity,
+                node: Some(node),
+            },
+            Read {
+                kind: Kind::IPAMBlock,
+                node: Some(node),
+            },
+        ];
+        let mut config = None;
+        let mut pools = SmallVec::new();
+        let mut reserved = Reserved(Vec::new());
+        let mut own = OwnBlocks::default();
+        self.store
+            .visit_each(&reads, &mut |read, resource| match read {
+                0 => config = IPAMConfig::from_resource(resource).cloned(),
+                1 => pools.push(Arc::clone(resource)),
+                2 => {
+                    if let Some(reservation) = IPReservation::from_resource(resource) {
+                        reserved.0.extend_from_slice(&reservation.reserved_cidrs);
+                    }
+                }
+                _ => own.note(resource, node, &reserved),
+            })?;
         let context = Context {
             args,
-            config: self.config()?,
-            pools: {
-                let mut pools = SmallVec::new();
-                self.store
-                    .visit(Kind::IPPool, None, &mut |pool| pools.push(Arc::clone(pool)))?;
-                pools
-            },
-            reserved: self.reserved()?,
+            config: config.unwrap_or_default(),
+            pools,
+            reserved,
             attribute: Arc::new(AllocationAttribute {
                 handle_id: Some(handle.clone()),
                 secondary,
@@ -207,8 +285,15 @@ impl<S: Store> Ipam<S> {
             handle,
             now,
         };
-        let ipv4 = self.assign_family(&context, Family::V4, args.num4)?;
-        let ipv6 = match self.assign_family(&context, Family::V6, args.num6) {
+        // The second family reads the node again if the first may have claimed a block.
+        let own = own.finish();
+        let (own4, own6) = if args.num4 > 0 {
+            (Some(own), None)
+        } else {
+            (None, Some(own))
+        };
+        let ipv4 = self.assign_family(&context, Family::V4, args.num4, own4)?;
+        let ipv6 = match self.assign_family(&context, Family::V6, args.num6, own6) {
             Ok(ipv6) => ipv6,
             Err(error) => {
                 self.roll_back(&args.handle_id, &ipv4);
@@ -223,6 +308,7 @@ impl<S: Store> Ipam<S> {
         context: &Context<'_>,
         family: Family,
         wanted: u32,
+        own: Option<&[OwnBlock]>,
     ) -> Result<Vec<Allocation>, IpamError> {
         if wanted == 0 {
             return Ok(Vec::new());
@@ -234,31 +320,31 @@ impl<S: Store> Ipam<S> {
         let in_eligible = |cidr: &IpNet| eligible.iter().any(|pool| pool.cidr.contains(cidr));
 
         // 1. Blocks the node owns: two indexed, borrowed reads (its affinities, its blocks),
-        //    however many blocks there are in all. What each block has free is noted and
-        //    let go before writing, so that the memory store changes the block in place.
-        let mut own: SmallVec<[OwnBlock; 4]> = SmallVec::new();
-        self.store
-            .visit(Kind::BlockAffinity, Some(node), &mut |resource| {
-                if let Some(affinity) = BlockAffinity::from_resource(resource) {
-                    own.push(OwnBlock {
-                        cidr: affinity.cidr,
-                        state: affinity.state,
-                        free: None,
-                    });
-                }
-            })?;
-        own.sort_unstable_by_key(|block| block.cidr);
+        //    however many blocks there are in all, made with the call's first reads unless
+        //    an earlier family may have changed them. What each block has free is noted
+        //    and let go before writing, so that the memory store changes the block in place.
+        let mut reread = OwnBlocks::default();
+        let own = match own {
+            Some(own) => own,
+            None => {
+                let reads = [
+                    Read {
+                        kind: Kind::BlockAffinity,
+                        node: Some(node),
+                    },
+                    Read {
+                        kind: Kind::IPAMBlock,
+                        node: Some(node),
+                    },
+                ];
+                self.store.visit_each(&reads, &mut |_, resource| {
+                    reread.note(resource, node, &context.reserved)
+                })?;
+                reread.finish()
+            }
+        };
         let mut owned = own.len() as u32;
-        self.store
-            .visit(Kind::IPAMBlock, Some(node), &mut |resource| {
-                if let Some(block) = IPAMBlock::from_resource(resource)
-                    && block.affinity_node() == Some(node)
-                    && let Ok(found) = own.binary_search_by_key(&block.cidr, |own| own.cidr)
-                {
-                    own[found].free = Some(context.reserved.assignable(block));
-                }
-            })?;
-        for &OwnBlock { cidr, state, free } in &own {
+        for &OwnBlock { cidr, state, free } in own {
             if got.len() as u32 >= wanted {
                 break;
             }
@@ -485,8 +571,10 @@ impl<S: Store> Ipam<S> {
                         deleted: false,
                         timestamp: new.map_or_else(unix_now, |new| new.now),
                     };
-                    let new = count(&handle);
-                    set(&mut handle, new);
+                    // A new handle counts nothing yet: one entry, no search.
+                    handle
+                        .block
+                        .insert(block, delta.clamp(0, i64::from(u32::MAX)) as u32);
                     Ok(Change::Put(handle, ()))
                 }
                 Some(handle) => {

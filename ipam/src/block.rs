@@ -402,11 +402,16 @@ impl IPAMBlock {
 
     /// The index of `attribute`, adding it if new: the addresses one call assigns share one
     /// entry. (Entries of different calls always differ anyway: each carries its timestamp.)
+    ///
+    /// An attribute nothing else holds (the caller's is its only reference, as it is for
+    /// the first address of every assignment) cannot be among this block's, so the scan,
+    /// a pass over every holder of the block, is skipped then.
     fn intern(&mut self, attribute: &Arc<AllocationAttribute>) -> u32 {
-        if let Some(index) = self
-            .attributes
-            .iter()
-            .position(|existing| Arc::ptr_eq(existing, attribute))
+        if Arc::strong_count(attribute) > 1
+            && let Some(index) = self
+                .attributes
+                .iter()
+                .position(|existing| Arc::ptr_eq(existing, attribute))
         {
             return index as u32;
         }

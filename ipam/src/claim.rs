@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 
 use crate::error::IpamError;
-use crate::ipam::Ipam;
+use crate::ipam::{Ipam, Reserved};
 use crate::model::{AffinityState, AllowedUse, Family};
 use crate::selector::Selector;
 use crate::store::Store;
@@ -44,7 +44,12 @@ impl<S: Store> Ipam<S> {
         if !config.auto_allocate_blocks {
             return Ok(None);
         }
-        let reserved = self.reserved()?;
+        let reserved = Reserved(
+            self.reservations()?
+                .into_iter()
+                .flat_map(|reservation| reservation.reserved_cidrs)
+                .collect(),
+        );
         for pool in &pools {
             if let Some(cidr) = self.claim_free_block(pool, node, &config, &reserved)? {
                 return Ok(Some(cidr));

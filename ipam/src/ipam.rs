@@ -169,18 +169,6 @@ impl<S: Store> Ipam<S> {
         self.list_typed(None)
     }
 
-    /// Every reserved CIDR, read in place (no reservation is copied).
-    pub(crate) fn reserved(&self) -> Result<Reserved, IpamError> {
-        let mut cidrs = Vec::new();
-        self.store
-            .visit(Kind::IPReservation, None, &mut |resource| {
-                if let Some(reservation) = IPReservation::from_resource(resource) {
-                    cidrs.extend_from_slice(&reservation.reserved_cidrs);
-                }
-            })?;
-        Ok(Reserved(cidrs))
-    }
-
     /// Adds or replaces a reservation. Addresses already allocated inside it stay allocated;
     /// automatic assignment skips the rest from now on.
     pub fn set_reservation(&self, reservation: IPReservation) -> Result<(), IpamError> {

@@ -48,43 +48,56 @@
 //! update and delete, the last two with the [`Revision`] that was read. That is the common
 //! ground of etcd (transactions comparing `mod_revision`, key prefixes) and the Kubernetes
 //! API (`resourceVersion`, label selectors), so both can back it later with no change here.
-//! Two more have defaults built from those, which a backend may override for speed:
+//! Three more have defaults built from those, which a backend may override for speed:
 //! [`Store::apply`] (read one object, let a step decide, write the decision; default: get
 //! and compare-and-swap), which [`MemoryStore`] runs under its lock on the stored object
 //! itself and [`SqliteStore`] (WAL, busy timeout, many processes on one file) inside one
-//! write transaction; and [`Store::visit`] (a borrowed read: show each object a list would
-//! return, collect nothing; default: list), which the memory store runs in place. There are no multi-object transactions: the Kubernetes API has none
-//! (etcd has, but then IPAM would differ per backend); instead every operation is a sequence of single-object
-//! writes ordered so that each prefix of it is a state check and GC understand. A write
-//! overtaken by another writer is re-read and re-decided inside IPAM, a bounded number of
-//! times ([`DEFAULT_MAX_ATTEMPTS`]) with randomised backoff, so callers never see a conflict
-//! unless the store is pathologically contended ([`IpamError::TooManyConflicts`]).
+//! write transaction; [`Store::visit`] (a borrowed read: show each object a list would
+//! return, collect nothing; default: list), which the memory store runs in place; and
+//! [`Store::visit_each`] (several visits in one call; default: one after another), which
+//! the memory store makes under one lock and SQLite in one read transaction. There are no multi-object transactions: the
+//! Kubernetes API has none (etcd has, but then IPAM would differ per backend); instead
+//! every operation is a sequence of single-object writes ordered so that each prefix of it
+//! is a state check and GC understand. A write overtaken by another writer is re-read and
+//! re-decided inside IPAM, a bounded number of times ([`DEFAULT_MAX_ATTEMPTS`]) with
+//! randomised backoff, so callers never see a conflict unless the store is pathologically
+//! contended ([`IpamError::TooManyConflicts`]).
 //! One more call, [`Store::generation`], is a number that moves on every write: the cheap
 //! change signal a node agent polls instead of listing everything.
 //!
 //! # What an assignment costs, and why
 //!
-//! The common case (one address for a new handle, from a block the node owns) is seven
-//! store calls: the config (get); the pools, the reservations, the node's affinities and
-//! its blocks (visits); the handle and the block (applies, in that order, as above). On
-//! the memory store that is about 6.3k instructions (callgrind), a quarter of them in the
-//! allocator, and four heap allocations, each for something that outlives the call or is
-//! returned: the handle's [`Name`] (one copy, shared by the allocation's attribute, the
-//! handle object and the store's key), the attribute, the handle object, and the result.
-//! (The attribute's node name is shared with the previous allocation's for the same node,
-//! and its timestamp text is converted once a second.) Each allocation is glibc's slow
-//! path: in a run of assignments the heap only grows, so its per-thread cache is empty.
-//! The rest is the seven locks and hash lookups (the two writes about 2.5k together) and
-//! the block's own work.
+//! The common case (one address for a new handle, from a block the node owns) is three
+//! store calls: one [`Store::visit_each`] for the five reads (the config, the pools, the
+//! reservations, the node's affinities and its blocks), then the handle and the block
+//! (applies, in that order, as above). On the memory store that is about 4.8k
+//! instructions (callgrind), and four heap allocations, each for something that outlives
+//! the call or is returned: the handle's [`Name`] (one copy, shared by the allocation's
+//! attribute, the handle object and the store's key), the attribute, the handle object,
+//! and the result. (The attribute's node name is shared with the previous allocation's
+//! for the same node, and its timestamp text is converted once a second.) Each
+//! allocation is glibc's slow path (about 200 instructions): in a run of assignments the
+//! heap only grows, so its per-thread cache is empty. The rest is one lock per store call,
+//! the hash lookups, and the block's own work. (Measured as `valgrind --tool=callgrind
+//! --toggle-collect='*Ipam*auto_assign*' tortie-ipam-load bench --memory-ops 20000
+//! --sqlite-ops 50 --workers 1`, release build: the count over the 120,000 assignments
+//! of its six memory runs. A release by handle is about 5.6k the same way.)
 //!
-//! It was more than twice that (13.5k). What went: names written through `Display` ([`model::BlockName`]
-//! builds a block's name inline), the default selector `all()` parsed on every call,
-//! attributes and a handle's per-block counts held as B-tree maps of strings (a
-//! [`Secondary`] holds `node` and `timestamp` as fields; [`HandleBlocks`] holds one entry
-//! inline), lists copied into vectors to be read once, and keys hashed a byte at a time.
-//! Every one of these is a representation, not a rule: the JSON a backend stores, and the
-//! order and content of every write, are what they were, so SQLite (whose cost is its
-//! transactions) is unaffected.
+//! It was more than twice that (13.5k), then 6.3k. What went: names written through
+//! `Display` ([`model::BlockName`] builds a block's name inline), the default selector
+//! `all()` parsed on every call, attributes and a handle's per-block counts held as B-tree
+//! maps of strings (a [`Secondary`] holds `node` and `timestamp` as fields;
+//! [`HandleBlocks`] holds one entry inline), lists copied into vectors to be read once,
+//! keys hashed a byte at a time; then five reads under five locks (now one call), a
+//! node's objects found by name one at a time (the memory store's node index now points
+//! at their slots), every name hashed twice on a create and again whenever the table grew
+//! (it now keeps each name's hash, which is why the crate uses `hashbrown`'s `HashTable`
+//! directly: std's `HashMap` offers no way to look up and then insert with one hash), a
+//! block's holders scanned for an attribute no block could hold yet, and a block name
+//! checked for UTF-8 on every use and written digit by digit (now a table of the 256
+//! octets). Every one of these is a representation, not a rule: the JSON a backend stores,
+//! and the order and content of every write, are what they were, so SQLite (whose cost is
+//! its transactions) is unaffected.
 //!
 //! # Failing well
 //!
@@ -129,7 +142,9 @@ pub use name::Name;
 pub use pools::{parse_pool_cidr, validate_pool};
 pub use secondary::Secondary;
 pub use selector::Selector;
-pub use store::{MemoryStore, Revision, SqliteStore, Store, StoreError, Versioned, Visitor};
+pub use store::{
+    MemoryStore, Read, ReadVisitor, Revision, SqliteStore, Store, StoreError, Versioned, Visitor,
+};
 
 #[cfg(test)]
 mod tests;

@@ -303,6 +303,15 @@ impl RecordedName {
             RecordedName::Heap(name) => name,
         }
     }
+
+    /// The name's bytes, which order as the name does (`str` orders byte by byte) and
+    /// need no check that they are UTF-8 text.
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            RecordedName::Inline(name) => name.as_bytes(),
+            RecordedName::Heap(name) => name.as_bytes(),
+        }
+    }
 }
 
 impl HandleBlocks {
@@ -312,7 +321,7 @@ impl HandleBlocks {
 
     fn position(&self, block: &str) -> Result<usize, usize> {
         self.0
-            .binary_search_by(|(name, _)| name.as_str().cmp(block))
+            .binary_search_by(|(name, _)| name.as_bytes().cmp(block.as_bytes()))
     }
 
     pub fn get(&self, block: &str) -> Option<&u32> {
@@ -623,11 +632,18 @@ impl BlockName {
         };
         match cidr {
             IpNet::V4(net) => {
+                // At most 18 bytes (`255-255-255-255-32`), well within the buffer: each
+                // number and the dash after it is one four-byte copy from a table.
+                let bytes = &mut name.bytes;
+                let mut at = 0;
                 for octet in net.addr().octets() {
-                    name.push_decimal(octet);
-                    name.push(b'-');
+                    let (text, length) = DECIMAL_AND_DASH[usize::from(octet)];
+                    bytes[at..at + 4].copy_from_slice(&text);
+                    at += usize::from(length) + 1;
                 }
-                name.push_decimal(net.prefix_len());
+                let (text, length) = DECIMAL_AND_DASH[usize::from(net.prefix_len())];
+                bytes[at..at + 4].copy_from_slice(&text);
+                name.length = (at + usize::from(length)) as u8;
             }
             IpNet::V6(_) => {
                 use std::fmt::Write;
@@ -651,9 +667,18 @@ impl BlockName {
     }
 
     pub fn as_str(&self) -> &str {
-        // Filled from ASCII (digits, dashes, hexadecimal) or a whole `&str`, so this cannot
-        // fail.
-        std::str::from_utf8(&self.bytes[..usize::from(self.length)]).unwrap_or_default()
+        debug_assert!(std::str::from_utf8(self.as_bytes()).is_ok());
+        // SAFETY: every byte up to `length` is valid UTF-8: `new` writes ASCII digits and
+        // dashes (or goes through `write_str`), `from_text` copies a whole `&str`, and
+        // `write_str`, the only caller of `push`, checks for room before writing anything
+        // and copies its text byte for byte, turning only ASCII separators into ASCII
+        // dashes, so no character is ever cut. (Checking it again here, on every call,
+        // cost as much as writing the name.)
+        unsafe { std::str::from_utf8_unchecked(self.as_bytes()) }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.length)]
     }
 
     fn push(&mut self, byte: u8) {
@@ -662,17 +687,34 @@ impl BlockName {
             self.length += 1;
         }
     }
-
-    fn push_decimal(&mut self, value: u8) {
-        if value >= 100 {
-            self.push(b'0' + value / 100);
-        }
-        if value >= 10 {
-            self.push(b'0' + value / 10 % 10);
-        }
-        self.push(b'0' + value % 10);
-    }
 }
+
+/// Each byte value in decimal followed by a dash, padded to four bytes, with the number
+/// of digits: how [`BlockName::new`] writes an IPv4 name.
+const DECIMAL_AND_DASH: [([u8; 4], u8); 256] = {
+    let mut table = [([0u8; 4], 0u8); 256];
+    let mut value = 0;
+    while value < 256 {
+        let (hundreds, tens, units) = (value / 100, value / 10 % 10, value % 10);
+        table[value] = if value >= 100 {
+            (
+                [
+                    b'0' + hundreds as u8,
+                    b'0' + tens as u8,
+                    b'0' + units as u8,
+                    b'-',
+                ],
+                3,
+            )
+        } else if value >= 10 {
+            ([b'0' + tens as u8, b'0' + units as u8, b'-', 0], 2)
+        } else {
+            ([b'0' + units as u8, b'-', 0, 0], 1)
+        };
+        value += 1;
+    }
+    table
+};
 
 impl fmt::Write for BlockName {
     fn write_str(&mut self, text: &str) -> fmt::Result {

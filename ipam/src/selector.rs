@@ -30,6 +30,9 @@ pub struct SelectorError {
 impl Selector {
     pub fn parse(input: &str) -> Result<Selector, SelectorError> {
         // The default of every pool, parsed on every assignment: no parser needed.
+        if input == "all()" {
+            return Ok(Selector::All);
+        }
         let trimmed = input.trim();
         if trimmed.is_empty() || trimmed == "all()" {
             return Ok(Selector::All);

@@ -119,6 +119,7 @@ impl Bgp {
             config.passive = peer.passive;
             config.route_reflector_client = peer.route_reflector_client;
             config.label = peer.label.to_string();
+            config.originated_only = peer.originated_only;
             let dial = if peer.passive {
                 refusing()
             } else {

@@ -79,6 +79,10 @@ pub struct WantedPeer {
     pub max_restart_time: Option<Duration>,
     /// The tortie node behind the address, if it is one.
     pub node: Option<String>,
+    /// Tell the peer only this node's own prefixes (blocks, borrowed addresses), not what
+    /// it learned from other nodes: for routers outside the cluster, whose route to a block
+    /// must point at the node that owns it.
+    pub originated_only: bool,
 }
 
 impl MeshNode {
@@ -162,6 +166,7 @@ pub fn wanted_peers(
                     ttl_security: peer.ttl_security,
                     max_restart_time: peer.max_restart_time,
                     node: Some(node.name.clone()),
+                    originated_only: false,
                 });
             }
         }
@@ -197,6 +202,7 @@ pub fn wanted_peers(
                     ttl_security: None,
                     max_restart_time: None,
                     node: Some(node.name.clone()),
+                    originated_only: false,
                 });
             }
         }
@@ -230,6 +236,7 @@ pub fn wanted_peers(
             ttl_security: peer.ttl_security,
             max_restart_time: peer.max_restart_time,
             node: node.map(|n| n.name.clone()),
+            originated_only: node.is_none(),
         });
     }
 
@@ -261,6 +268,7 @@ pub fn wanted_peers(
                     ttl_security: None,
                     max_restart_time: None,
                     node: Some(node.name.clone()),
+                    originated_only: false,
                 });
             }
         }
@@ -363,6 +371,11 @@ mod tests {
         assert!(!router.passive);
         assert_eq!(router.asn, 65000);
         assert_eq!(router.password.as_deref(), Some("secret"));
+        assert!(
+            router.originated_only,
+            "a router hears only the node's own blocks"
+        );
+        assert!(!a[0].originated_only, "a node hears everything");
         let b = wanted_peers(&nodes[1], &nodes, &[tor, only_b], SETTINGS);
         assert_eq!(
             addresses(&b),

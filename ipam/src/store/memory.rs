@@ -1,22 +1,17 @@
 //! The in-memory store: for tests and benchmarks, and for anything that needs IPAM within
-//! one process only. One mutex over plain maps; the revision is a global counter, as in etcd.
+//! one process only. One mutex over a table per kind (objects in slots, found by name
+//! through a hash table) and a node index pointing at the slots; the revision is a global
+//! counter, as in etcd.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{Decision, Revision, Step, Store, StoreError, Versioned, Visitor};
+use hashbrown::HashTable;
+
+use super::{Decision, Read, ReadVisitor, Revision, Step, Store, StoreError, Versioned, Visitor};
 use crate::model::{Kind, Resource};
 use crate::name::Name;
-
-/// The key to store `value` under: the handle's own name for a handle (shared, not copied:
-/// there is one handle per assignment), else a new one.
-fn key_of(value: &Resource, name: &str) -> Name {
-    match value {
-        Resource::IPAMHandle(handle) if handle.handle_id == *name => handle.handle_id.clone(),
-        _ => Name::new(name),
-    }
-}
 
 /// A multiply-rotate hash taking eight bytes at a step (the scheme of rustc's FxHash): the
 /// keys are names this process chose, not input an attacker controls, so the DoS resistance
@@ -43,9 +38,13 @@ impl Hasher for WordHash {
         }
         let rest = chunks.remainder();
         if !rest.is_empty() {
-            let mut word = [0u8; 8];
-            word[..rest.len()].copy_from_slice(rest);
-            self.add(u64::from_le_bytes(word));
+            // Byte by byte: a copy of a length only known at run time is a call to memcpy,
+            // which cost more than the seven shifts at most that this takes.
+            let word = rest
+                .iter()
+                .rev()
+                .fold(0u64, |word, &byte| (word << 8) | u64::from(byte));
+            self.add(word);
         }
     }
 
@@ -65,19 +64,154 @@ impl Hasher for WordHash {
 
 type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<WordHash>>;
 
+/// How many kinds there are: one table each.
+const KINDS: usize = Kind::ALL.len();
+
 struct Entry {
     value: Arc<Resource>,
     revision: u64,
-    node: Option<String>,
+    node: Option<Name>,
 }
+
+/// The objects of one kind. Each lives in a slot that does not move while it exists, so
+/// the node index can point at the slot itself: a node's objects are read with one lookup
+/// (the node), not one per object (its name).
+#[derive(Default)]
+struct Table {
+    /// Name → slot. Each name's hash is kept with it, so that a lookup that finds nothing
+    /// hands its hash to the insert that follows (an assignment's new handle is hashed
+    /// once, not twice) and growing the table moves entries without hashing them again.
+    slots_by_name: HashTable<Named>,
+    slots: Vec<Slot>,
+    /// The first empty slot, which links to the next: reused before the vector grows.
+    first_vacant: Option<u32>,
+}
+
+struct Named {
+    hash: u64,
+    /// A handle's is the handle's own name, not a copy of it.
+    name: Name,
+    slot: u32,
+}
+
+enum Slot {
+    Full(Entry),
+    Vacant { next: Option<u32> },
+}
+
+fn hash_of(name: &str) -> u64 {
+    let mut hasher = WordHash::default();
+    hasher.write(name.as_bytes());
+    hasher.finish()
+}
+
+impl Table {
+    fn len(&self) -> usize {
+        self.slots_by_name.len()
+    }
+
+    /// The slot of `name`, with the hash of `name` for [`Table::insert`].
+    fn find(&self, name: &str) -> (u64, Option<u32>) {
+        let hash = hash_of(name);
+        let slot = self
+            .slots_by_name
+            .find(hash, |named| {
+                named.hash == hash && named.name.as_str() == name
+            })
+            .map(|named| named.slot);
+        (hash, slot)
+    }
+
+    fn slot(&self, name: &str) -> Option<u32> {
+        self.find(name).1
+    }
+
+    fn entry(&self, slot: u32) -> Option<&Entry> {
+        match self.slots.get(slot as usize) {
+            Some(Slot::Full(entry)) => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn entry_mut(&mut self, slot: u32) -> Option<&mut Entry> {
+        match self.slots.get_mut(slot as usize) {
+            Some(Slot::Full(entry)) => Some(entry),
+            _ => None,
+        }
+    }
+
+    fn get(&self, name: &str) -> Option<&Entry> {
+        self.slot(name).and_then(|slot| self.entry(slot))
+    }
+
+    /// Stores `entry` under `name`, which is absent and hashes to `hash`.
+    fn insert(&mut self, hash: u64, name: Name, entry: Entry) -> u32 {
+        let slot = match self.first_vacant {
+            Some(slot) => {
+                let previous = std::mem::replace(&mut self.slots[slot as usize], Slot::Full(entry));
+                self.first_vacant = match previous {
+                    Slot::Vacant { next } => next,
+                    // Only vacant slots are linked.
+                    Slot::Full(_) => None,
+                };
+                slot
+            }
+            None => {
+                self.slots.push(Slot::Full(entry));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.slots_by_name
+            .insert_unique(hash, Named { hash, name, slot }, |named| named.hash);
+        slot
+    }
+
+    fn remove(&mut self, name: &str) -> Option<Entry> {
+        let hash = hash_of(name);
+        let (named, _) = self
+            .slots_by_name
+            .find_entry(hash, |named| {
+                named.hash == hash && named.name.as_str() == name
+            })
+            .ok()?
+            .remove();
+        let slot = named.slot;
+        let vacant = Slot::Vacant {
+            next: self.first_vacant,
+        };
+        match std::mem::replace(self.slots.get_mut(slot as usize)?, vacant) {
+            Slot::Full(entry) => {
+                self.first_vacant = Some(slot);
+                Some(entry)
+            }
+            Slot::Vacant { .. } => None,
+        }
+    }
+
+    /// Every entry, in name order (a hash map has none of its own).
+    fn in_name_order(&self) -> Vec<&Entry> {
+        let mut named: Vec<(&Name, u32)> = self
+            .slots_by_name
+            .iter()
+            .map(|named| (&named.name, named.slot))
+            .collect();
+        named.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        named
+            .into_iter()
+            .filter_map(|(_, slot)| self.entry(slot))
+            .collect()
+    }
+}
+
+/// A node's objects of each kind: name → slot, in name order.
+type NodeIndex = [BTreeMap<Name, u32>; KINDS];
 
 #[derive(Default)]
 struct Inner {
     revision: u64,
-    /// Keyed by [`Name`]: a handle's key is the handle's own name, not a copy of it.
-    objects: [FastMap<Name, Entry>; Kind::COUNT],
-    /// node → names per kind, for [`Store::list`] with a node.
-    by_node: FastMap<String, [BTreeSet<String>; Kind::COUNT]>,
+    tables: [Table; KINDS],
+    /// node → its objects per kind, for [`Store::list`] with a node.
+    by_node: FastMap<Name, NodeIndex>,
 }
 
 impl Inner {
@@ -86,22 +220,78 @@ impl Inner {
             && let Some(names) = self.by_node.get_mut(node)
         {
             names[kind.index()].remove(name);
-            if names.iter().all(BTreeSet::is_empty) {
+            if names.iter().all(BTreeMap::is_empty) {
                 self.by_node.remove(node);
             }
         }
     }
 
-    fn index(&mut self, kind: Kind, name: &str, node: Option<&str>) {
+    fn index(&mut self, kind: Kind, name: &Name, node: Option<&Name>, slot: u32) {
         if let Some(node) = node {
-            if let Some(names) = self.by_node.get_mut(node) {
-                names[kind.index()].insert(name.to_string());
-            } else {
-                let mut names: [BTreeSet<String>; Kind::COUNT] = Default::default();
-                names[kind.index()].insert(name.to_string());
-                self.by_node.insert(node.to_string(), names);
+            let names = match self.by_node.get_mut(node.as_str()) {
+                Some(names) => names,
+                None => self.by_node.entry(node.clone()).or_default(),
+            };
+            names[kind.index()].insert(name.clone(), slot);
+        }
+    }
+
+    /// Stores a new object under `name`, which is absent and hashes to `hash`.
+    fn insert(&mut self, kind: Kind, hash: u64, name: Name, value: Resource) -> u64 {
+        let node = value.node().map(Name::new);
+        self.revision += 1;
+        let revision = self.revision;
+        let slot = self.tables[kind.index()].insert(
+            hash,
+            name.clone(),
+            Entry {
+                value: Arc::new(value),
+                revision,
+                node: node.clone(),
+            },
+        );
+        self.index(kind, &name, node.as_ref(), slot);
+        revision
+    }
+
+    /// Shows `visitor` what [`Store::visit`] promises, under the caller's lock.
+    fn visit(&self, kind: Kind, node: Option<&str>, visitor: &mut dyn FnMut(&Arc<Resource>)) {
+        let table = &self.tables[kind.index()];
+        match node {
+            // One object or none (the usual number of pools): no order to establish.
+            None if table.len() <= 1 => {
+                // Through the names, not the slots: after many deletions most slots may
+                // be vacant.
+                for named in table.slots_by_name.iter() {
+                    if let Some(entry) = table.entry(named.slot) {
+                        visitor(&entry.value);
+                    }
+                }
+            }
+            None => {
+                for entry in table.in_name_order() {
+                    visitor(&entry.value);
+                }
+            }
+            Some(node) => {
+                if let Some(names) = self.by_node.get(node) {
+                    for &slot in names[kind.index()].values() {
+                        if let Some(entry) = table.entry(slot) {
+                            visitor(&entry.value);
+                        }
+                    }
+                }
             }
         }
+    }
+}
+
+/// The key to store `value` under: the handle's own name for a handle (shared, not copied:
+/// there is one handle per assignment), else a new one.
+fn key_of(value: &Resource, name: &str) -> Name {
+    match value {
+        Resource::IPAMHandle(handle) if handle.handle_id == *name => handle.handle_id.clone(),
+        _ => Name::new(name),
     }
 }
 
@@ -137,45 +327,37 @@ fn stale(kind: Kind, name: &str, expected: &Revision) -> StoreError {
     }
 }
 
+fn versioned(entry: &Entry) -> Versioned {
+    Versioned {
+        value: Arc::clone(&entry.value),
+        revision: Revision::number(entry.revision),
+    }
+}
+
 impl Store for MemoryStore {
     fn get(&self, kind: Kind, name: &str) -> Result<Option<Versioned>, StoreError> {
         let inner = self.lock()?;
-        Ok(inner.objects[kind.index()]
-            .get(name)
-            .map(|entry| Versioned {
-                value: Arc::clone(&entry.value),
-                revision: Revision::number(entry.revision),
-            }))
+        Ok(inner.tables[kind.index()].get(name).map(versioned))
     }
 
     fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
         let inner = self.lock()?;
-        let objects = &inner.objects[kind.index()];
-        let versioned = |entry: &Entry| Versioned {
-            value: Arc::clone(&entry.value),
-            revision: Revision::number(entry.revision),
-        };
-        Ok(match node {
-            // One object or none (the usual number of pools): no order to establish.
-            None if objects.len() <= 1 => objects.values().map(versioned).collect(),
-            None => {
-                // Name order, as the trait promises (a hash map has none of its own).
-                let mut entries: Vec<(&Name, &Entry)> = objects.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                entries
-                    .into_iter()
-                    .map(|(_, entry)| versioned(entry))
-                    .collect()
+        let mut listed = Vec::new();
+        let table = &inner.tables[kind.index()];
+        match node {
+            None => listed.extend(table.in_name_order().into_iter().map(versioned)),
+            Some(node) => {
+                if let Some(names) = inner.by_node.get(node) {
+                    listed.extend(
+                        names[kind.index()]
+                            .values()
+                            .filter_map(|&slot| table.entry(slot))
+                            .map(versioned),
+                    );
+                }
             }
-            Some(node) => match inner.by_node.get(node) {
-                None => Vec::new(),
-                Some(names) => names[kind.index()]
-                    .iter()
-                    .filter_map(|name| objects.get(name.as_str()))
-                    .map(versioned)
-                    .collect(),
-            },
-        })
+        }
+        Ok(listed)
     }
 
     fn visit(
@@ -184,31 +366,20 @@ impl Store for MemoryStore {
         node: Option<&str>,
         visitor: &mut Visitor<'_>,
     ) -> Result<(), StoreError> {
+        self.lock()?.visit(kind, node, visitor);
+        Ok(())
+    }
+
+    fn visit_each(
+        &self,
+        reads: &[Read<'_>],
+        visitor: &mut ReadVisitor<'_>,
+    ) -> Result<(), StoreError> {
         let inner = self.lock()?;
-        let objects = &inner.objects[kind.index()];
-        match node {
-            None if objects.len() <= 1 => {
-                for entry in objects.values() {
-                    visitor(&entry.value);
-                }
-            }
-            None => {
-                let mut entries: Vec<(&Name, &Entry)> = objects.iter().collect();
-                entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
-                for (_, entry) in entries {
-                    visitor(&entry.value);
-                }
-            }
-            Some(node) => {
-                if let Some(names) = inner.by_node.get(node) {
-                    for entry in names[kind.index()]
-                        .iter()
-                        .filter_map(|name| objects.get(name.as_str()))
-                    {
-                        visitor(&entry.value);
-                    }
-                }
-            }
+        for (index, read) in reads.iter().enumerate() {
+            inner.visit(read.kind, read.node, &mut |resource| {
+                visitor(index, resource)
+            });
         }
         Ok(())
     }
@@ -216,45 +387,38 @@ impl Store for MemoryStore {
     fn create(&self, value: Resource) -> Result<Revision, StoreError> {
         let kind = value.kind();
         let name = value.name();
-        let node = value.node().map(str::to_string);
         let mut inner = self.lock()?;
-        if inner.objects[kind.index()].contains_key(name.as_str()) {
+        let (hash, slot) = inner.tables[kind.index()].find(&name);
+        if slot.is_some() {
             return Err(StoreError::AlreadyExists { kind, name });
         }
-        inner.revision += 1;
-        let revision = inner.revision;
-        inner.index(kind, &name, node.as_deref());
-        inner.objects[kind.index()].insert(
-            key_of(&value, &name),
-            Entry {
-                value: Arc::new(value),
-                revision,
-                node,
-            },
-        );
-        Ok(Revision::number(revision))
+        let key = key_of(&value, &name);
+        Ok(Revision::number(inner.insert(kind, hash, key, value)))
     }
 
     fn update(&self, value: Resource, revision: &Revision) -> Result<Revision, StoreError> {
         let kind = value.kind();
         let name = value.name();
-        let node = value.node().map(str::to_string);
         let mut inner = self.lock()?;
-        let old_node = match inner.objects[kind.index()].get(name.as_str()) {
+        let Some(slot) = inner.tables[kind.index()].slot(&name) else {
+            return Err(StoreError::NotFound { kind, name });
+        };
+        let old_node = match inner.tables[kind.index()].entry(slot) {
             None => return Err(StoreError::NotFound { kind, name }),
             Some(entry) if Some(entry.revision) != revision.as_number() => {
                 return Err(stale(kind, &name, revision));
             }
             Some(entry) => entry.node.clone(),
         };
+        let node = value.node().map(Name::new);
         if old_node != node {
             inner.unindex(kind, &name, old_node.as_deref());
-            inner.index(kind, &name, node.as_deref());
+            inner.index(kind, &Name::new(&name), node.as_ref(), slot);
         }
         inner.revision += 1;
         let new_revision = inner.revision;
         // Present: checked above, under the same lock.
-        if let Some(entry) = inner.objects[kind.index()].get_mut(name.as_str()) {
+        if let Some(entry) = inner.tables[kind.index()].entry_mut(slot) {
             *entry = Entry {
                 value: Arc::new(value),
                 revision: new_revision,
@@ -266,7 +430,7 @@ impl Store for MemoryStore {
 
     fn delete(&self, kind: Kind, name: &str, revision: &Revision) -> Result<(), StoreError> {
         let mut inner = self.lock()?;
-        let node = match inner.objects[kind.index()].get(name) {
+        match inner.tables[kind.index()].get(name) {
             None => {
                 return Err(StoreError::NotFound {
                     kind,
@@ -276,9 +440,11 @@ impl Store for MemoryStore {
             Some(entry) if Some(entry.revision) != revision.as_number() => {
                 return Err(stale(kind, name, revision));
             }
-            Some(entry) => entry.node.clone(),
-        };
-        inner.objects[kind.index()].remove(name);
+            Some(_) => {}
+        }
+        let node = inner.tables[kind.index()]
+            .remove(name)
+            .and_then(|entry| entry.node);
         inner.unindex(kind, name, node.as_deref());
         inner.revision += 1;
         Ok(())
@@ -300,50 +466,36 @@ impl MemoryStore {
     fn apply_locked(&self, kind: Kind, name: &str, step: &mut Step<'_>) -> Result<(), StoreError> {
         let mut guard = self.lock()?;
         let inner = &mut *guard;
-        let objects = &mut inner.objects[kind.index()];
-        let Some(entry) = objects.get_mut(name) else {
+        let table = &mut inner.tables[kind.index()];
+        let (hash, slot) = table.find(name);
+        let found = slot.and_then(|slot| Some(slot).zip(table.entry_mut(slot)));
+        let Some((slot, entry)) = found else {
             if let Decision::Put(value) = step(None) {
-                let node = value.node().map(str::to_string);
-                inner.revision += 1;
-                let revision = inner.revision;
-                inner.index(kind, name, node.as_deref());
-                inner.objects[kind.index()].insert(
-                    key_of(&value, name),
-                    Entry {
-                        value: Arc::new(value),
-                        revision,
-                        node,
-                    },
-                );
+                let key = key_of(&value, name);
+                inner.insert(kind, hash, key, value);
             }
             return Ok(());
         };
-        let decision = step(Some(Arc::make_mut(&mut entry.value)));
-        let reindex = match decision {
+        match step(Some(Arc::make_mut(&mut entry.value))) {
             Decision::Keep => return Ok(()),
             Decision::Delete => {
-                let node = objects.remove(name).and_then(|entry| entry.node);
+                let node = table.remove(name).and_then(|entry| entry.node);
                 inner.unindex(kind, name, node.as_deref());
                 inner.revision += 1;
                 return Ok(());
             }
-            Decision::Put(value) => {
-                entry.value = Arc::new(value);
-                true
-            }
-            Decision::Updated => true,
-        };
-        if reindex {
-            inner.revision += 1;
-            entry.revision = inner.revision;
-            let new_node = entry.value.node();
-            if new_node != entry.node.as_deref() {
-                let old = entry.node.take();
-                let new = new_node.map(str::to_string);
-                entry.node = new.clone();
-                inner.unindex(kind, name, old.as_deref());
-                inner.index(kind, name, new.as_deref());
-            }
+            Decision::Put(value) => entry.value = Arc::new(value),
+            Decision::Updated => {}
+        }
+        inner.revision += 1;
+        entry.revision = inner.revision;
+        let new_node = entry.value.node();
+        if new_node != entry.node.as_deref() {
+            let old = entry.node.take();
+            let new = new_node.map(Name::new);
+            entry.node = new.clone();
+            inner.unindex(kind, name, old.as_deref());
+            inner.index(kind, &Name::new(name), new.as_ref(), slot);
         }
         Ok(())
     }

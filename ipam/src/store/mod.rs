@@ -127,10 +127,21 @@ pub enum Decision {
 /// A read-modify-write step, as [`Store::apply`] runs it.
 pub type Step<'a> = dyn FnMut(Option<&mut Resource>) -> Decision + 'a;
 
-/// What [`Store::visit`] shows each object to.
 /// What [`Store::visit`] shows each object to: the shared object itself, which the visitor
 /// may keep (a reference count, not a copy).
 pub type Visitor<'a> = dyn FnMut(&Arc<Resource>) + 'a;
+
+/// One of the reads [`Store::visit_each`] makes: every object of a kind, or those of one
+/// node, as [`Store::visit`] would show them.
+#[derive(Debug, Clone, Copy)]
+pub struct Read<'a> {
+    pub kind: Kind,
+    pub node: Option<&'a str>,
+}
+
+/// What [`Store::visit_each`] shows each object to, with the index of the read (in the
+/// slice it was given) that found it.
+pub type ReadVisitor<'a> = dyn FnMut(usize, &Arc<Resource>) + 'a;
 
 /// A key-value store with per-object compare-and-swap. See the module docs.
 pub trait Store: Send + Sync {
@@ -155,6 +166,24 @@ pub trait Store: Send + Sync {
     ) -> Result<(), StoreError> {
         for versioned in self.list(kind, node)? {
             visitor(&versioned.value);
+        }
+        Ok(())
+    }
+
+    /// Several borrowed reads in one call: shows `visitor` what [`Store::visit`] would for
+    /// each of `reads`, in turn. This default is one `visit` after another; the memory
+    /// store overrides it to make them all under one lock, and SQLite in one read
+    /// transaction (so they also see one state of the store). An assignment starts with
+    /// five reads this way.
+    fn visit_each(
+        &self,
+        reads: &[Read<'_>],
+        visitor: &mut ReadVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        for (index, read) in reads.iter().enumerate() {
+            self.visit(read.kind, read.node, &mut |resource| {
+                visitor(index, resource)
+            })?;
         }
         Ok(())
     }
@@ -231,6 +260,13 @@ macro_rules! forward_store {
                 visitor: &mut Visitor<'_>,
             ) -> Result<(), StoreError> {
                 (**self).visit(kind, node, visitor)
+            }
+            fn visit_each(
+                &self,
+                reads: &[Read<'_>],
+                visitor: &mut ReadVisitor<'_>,
+            ) -> Result<(), StoreError> {
+                (**self).visit_each(reads, visitor)
             }
             fn create(&self, value: Resource) -> Result<Revision, StoreError> {
                 (**self).create(value)
@@ -355,6 +391,37 @@ pub(crate) mod conformance {
                 .collect();
             assert_eq!(visited, listed, "visit and list differ for node {node:?}");
         }
+        // Several reads in one call show, read by read, what each visit shows.
+        let reads = [
+            Read {
+                kind: Kind::IPPool,
+                node: None,
+            },
+            Read {
+                kind: Kind::BlockAffinity,
+                node: Some("node-a"),
+            },
+            Read {
+                kind: Kind::BlockAffinity,
+                node: None,
+            },
+        ];
+        let mut seen: Vec<(usize, Resource)> = Vec::new();
+        store
+            .visit_each(&reads, &mut |read, resource| {
+                seen.push((read, (**resource).clone()))
+            })
+            .unwrap();
+        let mut expected = Vec::new();
+        for (index, read) in reads.iter().enumerate() {
+            store
+                .visit(read.kind, read.node, &mut |resource| {
+                    expected.push((index, (**resource).clone()))
+                })
+                .unwrap();
+        }
+        assert_eq!(seen, expected);
+        assert_eq!(seen.len(), 1 + 2 + 3);
         let name = BlockAffinity::name_for("node-a", &"192.0.2.128/26".parse().unwrap());
         store.delete(Kind::BlockAffinity, &name, &a2).unwrap();
         assert_eq!(

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-use super::{Decision, Revision, Step, Store, StoreError, Versioned};
+use super::{Decision, Read, ReadVisitor, Revision, Step, Store, StoreError, Versioned};
 use crate::model::{Kind, Resource};
 
 /// `application_id` of a tortie database: "trti".
@@ -344,6 +344,28 @@ fn read_row(
         .optional()
 }
 
+/// (name, revision, stored text) of every object of a kind, or of one node's, in name
+/// order (inside a transaction or not).
+fn list_rows(
+    connection: &Connection,
+    kind: Kind,
+    node: Option<&str>,
+) -> rusqlite::Result<Vec<(String, i64, String)>> {
+    let row = |row: &rusqlite::Row<'_>| Ok((row.get(0)?, row.get(1)?, row.get(2)?));
+    match node {
+        None => connection
+            .prepare_cached("SELECT name, revision, value FROM objects WHERE kind = ?1 ORDER BY name")?
+            .query_map(params![kind.as_str()], row)?
+            .collect(),
+        Some(node) => connection
+            .prepare_cached(
+                "SELECT name, revision, value FROM objects WHERE kind = ?1 AND node = ?2 ORDER BY name",
+            )?
+            .query_map(params![kind.as_str(), node], row)?
+            .collect(),
+    }
+}
+
 fn matches(current: i64, expected: &Revision) -> bool {
     expected.as_number() == Some(current as u64)
 }
@@ -359,28 +381,35 @@ impl Store for SqliteStore {
 
     fn list(&self, kind: Kind, node: Option<&str>) -> Result<Vec<Versioned>, StoreError> {
         let connection = self.lock();
-        let rows: Vec<(String, i64, String)> = match node {
-            None => connection
-                .prepare_cached("SELECT name, revision, value FROM objects WHERE kind = ?1 ORDER BY name")
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(params![kind.as_str()], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                        .collect()
-                }),
-            Some(node) => connection
-                .prepare_cached(
-                    "SELECT name, revision, value FROM objects WHERE kind = ?1 AND node = ?2 ORDER BY name",
-                )
-                .and_then(|mut statement| {
-                    statement
-                        .query_map(params![kind.as_str(), node], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-                        .collect()
-                }),
-        }
-        .map_err(|e| self.backend(format!("listing {kind}"), e))?;
+        let rows = list_rows(&connection, kind, node)
+            .map_err(|e| self.backend(format!("listing {kind}"), e))?;
         rows.into_iter()
             .map(|(name, revision, text)| self.decode(kind, &name, revision, &text))
             .collect()
+    }
+
+    fn visit_each(
+        &self,
+        reads: &[Read<'_>],
+        visitor: &mut ReadVisitor<'_>,
+    ) -> Result<(), StoreError> {
+        let mut connection = self.lock();
+        // One read transaction for all of them: the reads see one state of the file, and
+        // the WAL read lock is taken once, not once per read.
+        let transaction = connection
+            .transaction_with_behavior(TransactionBehavior::Deferred)
+            .map_err(|e| self.backend("starting a read".to_string(), e))?;
+        for (index, read) in reads.iter().enumerate() {
+            let kind = read.kind;
+            let rows = list_rows(&transaction, kind, read.node)
+                .map_err(|e| self.backend(format!("listing {kind}"), e))?;
+            for (name, revision, text) in rows {
+                visitor(index, &self.decode(kind, &name, revision, &text)?.value);
+            }
+        }
+        transaction
+            .commit()
+            .map_err(|e| self.backend("ending a read".to_string(), e))
     }
 
     fn create(&self, value: Resource) -> Result<Revision, StoreError> {

@@ -23,7 +23,8 @@
 //! - Route programming: the router announces 10,000 /30s at once (one session, packed
 //!   UPDATEs); the rate is 10,000 over the time between the first and the last of them
 //!   entering node 1's kernel (again stamped by `ip -ts monitor route`). The raw rate is
-//!   the dataplane benchmark's pipelined netlink sender (`route-install-bench --raw-only`)
+//!   the dataplane benchmark's pipelined netlink sender (`route-install-bench --methods raw`,
+//!   median of 3)
 //!   in the same run.
 
 use std::net::{IpAddr, Ipv4Addr};
@@ -150,13 +151,21 @@ fn main() {
     drop(tor);
 
     let raw = Exec::new(binary("route-install-bench"))
-        .args(["--raw-only", "--routes", &REMOTE_BLOCKS.to_string()])
+        .args([
+            "--methods",
+            "raw",
+            "--runs",
+            "3",
+            "--routes",
+            &REMOTE_BLOCKS.to_string(),
+        ])
         .timeout(Duration::from_secs(300))
         .run_here();
     let raw_rate = raw
         .stdout
         .lines()
-        .find_map(|l| l.strip_prefix("raw_routes_per_second "))
+        .find_map(|l| l.strip_prefix("| raw netlink"))
+        .and_then(|row| row.split('|').nth(1))
         .and_then(|v| v.trim().parse::<f64>().ok());
     let load_end = load_average();
 
