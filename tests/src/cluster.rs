@@ -67,6 +67,11 @@ impl Cluster {
                     .to_string(),
             ),
             ("TORTIE_IPV4POOL_CIDR", "198.18.0.0/16".to_string()),
+            // The agent names protocol 75 for iproute2; in tests, not in the host's /etc.
+            (
+                "TORTIE_RT_PROTOS_DIR",
+                self.scratch.join("rt_protos.d").display().to_string(),
+            ),
             ("TORTIE_LOG_LEVEL", "info".to_string()),
         ]
         .into_iter()

@@ -76,6 +76,15 @@ fn a_plain_mesh_routes_blocks_learns_joiners_and_survives_restarts() {
         wait_routes(&cluster, index, &wanted);
     }
 
+    let names = std::fs::read_to_string(cluster.scratch.join("rt_protos.d/tortie.conf"))
+        .expect("the agent names protocol 75 for iproute2");
+    assert!(
+        names
+            .lines()
+            .any(|l| l.split_whitespace().eq(["75", "tortie"])),
+        "{names}"
+    );
+
     // What an operator sees.
     let text = cluster.tortiectl(0, &["node", "status"]);
     assert!(text.success(), "{text}");

@@ -101,6 +101,8 @@ pub struct NodeConfig {
     pub run_dir: PathBuf,
     /// `TORTIE_HEALTH_LISTEN`: the HTTP health and metrics endpoint; `None` = off.
     pub http_listen: Option<SocketAddr>,
+    /// `TORTIE_RT_PROTOS_DIR`: where `tortie.conf` names protocol 75 for iproute2.
+    pub protocol_names_dir: PathBuf,
 }
 
 impl NodeConfig {
@@ -228,6 +230,18 @@ impl NodeConfig {
             }
         };
 
+        let protocol_names_dir = PathBuf::from(
+            get("TORTIE_RT_PROTOS_DIR")
+                .unwrap_or_else(|| crate::dataplane::PROTOCOL_NAMES_DIR.to_string()),
+        );
+        if !protocol_names_dir.is_absolute() {
+            return Err(ConfigError {
+                variable: "TORTIE_RT_PROTOS_DIR".into(),
+                value: protocol_names_dir.display().to_string(),
+                problem: "expected an absolute directory path, e.g. /etc/iproute2/rt_protos.d"
+                    .into(),
+            });
+        }
         Ok(NodeConfig {
             node_name,
             addresses,
@@ -241,6 +255,7 @@ impl NodeConfig {
             log_format,
             run_dir,
             http_listen,
+            protocol_names_dir,
         })
     }
 }
@@ -588,6 +603,7 @@ mod tests {
             ("TORTIE_RUN_DIR", "run"),
             ("TORTIE_HEALTH_LISTEN", "9099"),
             ("NO_DEFAULT_POOLS", "perhaps"),
+            ("TORTIE_RT_PROTOS_DIR", "etc"),
         ];
         for (variable, value) in cases {
             let error = load(&[(variable, value)]).expect_err(variable);

@@ -39,10 +39,16 @@ use crate::node::config::{DatastoreConfig, NodeConfig, router_id};
 use crate::node::http;
 use crate::node::mesh::{self, WantedPeer};
 
+/// How many dataplane failures a status line lists (the rest are counted).
+const FAILURES_SHOWN: usize = 3;
 /// How often the datastore is asked whether anything changed (one cheap read).
 const DATASTORE_POLL: Duration = Duration::from_millis(100);
 /// How often the node's address is re-detected, besides on netlink address events.
 const ADDRESS_RECHECK: Duration = Duration::from_secs(10);
+/// How often the whole dataplane is reconciled even when nothing changed: puts back what
+/// someone removed behind the agent's back (route updates in between trust the agent's
+/// own view of the kernel).
+const RECONCILE_EVERY: Duration = Duration::from_secs(30);
 /// For this long after start every peer must be up for the node to be ready; afterwards
 /// one is enough (a node with one dead neighbour still routes).
 const READY_ALL_PEERS_FOR: Duration = Duration::from_secs(30);
@@ -177,9 +183,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
 
     // The kernel side.
     let mut dataplane = Dataplane::connect().await.context("opening netlink")?;
-    if let Err(error) =
-        dataplane::write_protocol_name(std::path::Path::new(dataplane::PROTOCOL_NAMES_DIR))
-    {
+    if let Err(error) = dataplane::write_protocol_name(&config.protocol_names_dir) {
         warn!(%error, "cannot name protocol 75 for iproute2 (routes still carry it)");
     }
     dataplane::enable_ip_forwarding().context("enabling net.ipv4.ip_forward")?;
@@ -289,6 +293,9 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     let mut recheck = tokio::time::interval(ADDRESS_RECHECK);
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut addresses = crate::node::watch::address_events().context("watching address changes")?;
+    let mut periodic = tokio::time::interval(RECONCILE_EVERY);
+    periodic.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    periodic.tick().await;
     loop {
         tokio::select! {
             Some(batch) = routes_rx.recv() => {
@@ -309,6 +316,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
                 }
             }
             _ = recheck.tick() => agent.recheck_address().await,
+            _ = periodic.tick() => agent.reconcile().await,
             Some(()) = addresses.recv() => agent.recheck_address().await,
             _ = terminate.recv() => { info!("SIGTERM: stopping; kernel routes stay"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping; kernel routes stay"); break; }
@@ -585,7 +593,7 @@ impl Agent {
         let desired = self.desired();
         match self.dataplane.reconcile(&desired).await {
             Ok(report) => {
-                self.dataplane_error = failure_summary(&report);
+                self.dataplane_error = report.failure_summary(FAILURES_SHOWN);
                 if self.dataplane_error.is_some() {
                     self.reconcile_errors += 1;
                     warn!(report = %report, "dataplane reconcile incomplete");
@@ -652,7 +660,7 @@ impl Agent {
         }
         match self.dataplane.update_routes(&upserts, &removals).await {
             Ok(report) => {
-                if let Some(failure) = failure_summary(&report) {
+                if let Some(failure) = report.failure_summary(FAILURES_SHOWN) {
                     self.reconcile_errors += 1;
                     warn!(%failure, "some routes could not be programmed");
                     self.dataplane_error = Some(failure);
@@ -865,21 +873,6 @@ impl Agent {
             }
         }
     }
-}
-
-/// The report's failures in one line, or `None` when there were none.
-fn failure_summary(report: &dataplane::Report) -> Option<String> {
-    if report.failures.is_empty() {
-        return None;
-    }
-    Some(
-        report
-            .failures
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
 }
 
 fn family_of(address: IpAddr) -> BgpFamily {
