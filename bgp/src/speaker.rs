@@ -30,7 +30,9 @@ use crate::packet::{
 };
 use crate::policy::Policy;
 use crate::propagation::{LocalSpeaker, SessionView, Source, export, import};
-use crate::rib::{AttributeId, AttributeStore, BestChange, Path, PeerId, PeerInfo, Table};
+use crate::rib::{
+    AttributeId, AttributeStore, BestChange, FastHash, Path, PeerId, PeerInfo, Table,
+};
 use crate::tasks::{Connector, PeerCommand, PeerEvent, run_peer};
 
 /// The speaker itself.
@@ -214,7 +216,7 @@ struct PeerEntry<S> {
     session: Option<SessionParameters>,
     received: usize,
     /// Adj-RIB-Out: the prefixes announced to the peer.
-    advertised: HashSet<IpNet>,
+    advertised: HashSet<IpNet, FastHash>,
     stale: Option<StaleRoutes>,
 }
 
@@ -229,10 +231,12 @@ pub async fn run_speaker<S>(
     let (events_tx, mut events) = mpsc::channel(1024);
     let (internal_tx, mut internal) = mpsc::channel(64);
     let mut speaker = Speaker {
+        pending: Vec::new(),
+        pending_may_repeat: false,
         internal_tx,
         generation: 0,
         config,
-        peers: HashMap::new(),
+        peers: HashMap::default(),
         by_address: HashMap::new(),
         infos: HashMap::new(),
         next_id: 1,
@@ -251,16 +255,37 @@ pub async fn run_speaker<S>(
             Some((peer, event)) = events.recv() => speaker.event(peer, event).await,
             Some(timer) = internal.recv() => speaker.internal(timer).await,
         }
+        // Whatever else the peers have already queued joins this burst, so that its
+        // best-path changes go out together: one batch to the agent and one run of
+        // packed UPDATEs per peer for a burst, not for every UPDATE received.
+        while speaker.pending.len() < MAX_PENDING_CHANGES {
+            match events.try_recv() {
+                Ok((peer, event)) => speaker.event(peer, event).await,
+                Err(_) => break,
+            }
+        }
+        speaker.flush().await;
+        // Only after the flush: the changes held until then name attribute sets that
+        // may have lost their last path within the burst.
         speaker.store.collect_garbage();
     }
 }
 
+/// How many best-path changes a burst of received UPDATEs gathers at most before they are
+/// passed on: bounds the memory they hold and how long the agent waits for the first.
+const MAX_PENDING_CHANGES: usize = 64 * 1024;
+
 struct Speaker<S> {
     config: SpeakerConfig,
+    /// Best-path changes of the current burst of UPDATEs, not yet passed on.
+    pending: Vec<(IpNet, BestChange)>,
+    /// Some prefix may appear in `pending` more than once (set unless every change so far
+    /// is a prefix new to its table), so the flush must keep only each one's last.
+    pending_may_repeat: bool,
     internal_tx: mpsc::Sender<Internal>,
     /// Numbers restart timers, so that one made obsolete is recognised when it fires.
     generation: u64,
-    peers: HashMap<PeerId, PeerEntry<S>>,
+    peers: HashMap<PeerId, PeerEntry<S>, FastHash>,
     by_address: HashMap<IpAddr, PeerId>,
     /// What the decision process knows of each Established peer.
     infos: HashMap<PeerId, PeerInfo>,
@@ -362,6 +387,8 @@ where
     }
 
     async fn command(&mut self, command: SpeakerCommand<S>) {
+        // Anything but UPDATEs sees the routes as they are, with the burst passed on.
+        self.flush().await;
         match command {
             SpeakerCommand::AddPeer(config, connector) => self.add_peer(config, connector).await,
             SpeakerCommand::RemovePeer(address) => self.remove_peer(address).await,
@@ -469,7 +496,7 @@ where
                 last_error: None,
                 session: None,
                 received: 0,
-                advertised: HashSet::new(),
+                advertised: HashSet::default(),
                 stale: None,
             },
         );
@@ -494,6 +521,9 @@ where
         if !self.peers.contains_key(&id) {
             return; // a removed peer's last words
         }
+        if !matches!(event, PeerEvent::Update(_) | PeerEvent::Updates(_)) {
+            self.flush().await;
+        }
         match event {
             PeerEvent::State { state, last_error } => {
                 if let Some(entry) = self.peers.get_mut(&id) {
@@ -504,21 +534,29 @@ where
             }
             PeerEvent::Established(parameters) => self.established(id, parameters).await,
             PeerEvent::Down(error) => self.down(id, error).await,
-            PeerEvent::Update(decoded) => {
-                let treat_as_withdraw = decoded.treat_as_withdraw();
-                for error in &decoded.errors {
-                    warn!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "malformed attribute");
-                }
-                if let Message::Update(update) = decoded.message {
-                    let end_of_rib = update.end_of_rib_family();
-                    self.update(id, update, treat_as_withdraw).await;
-                    if let Some(family) = end_of_rib {
-                        self.end_of_rib(id, family).await;
-                    }
+            PeerEvent::Update(decoded) => self.received(id, decoded).await,
+            PeerEvent::Updates(updates) => {
+                for decoded in updates {
+                    self.received(id, decoded).await;
                 }
             }
             // Answered by sending the family's whole table again.
             PeerEvent::RouteRefresh(family) => self.send_table(id, family).await,
+        }
+    }
+
+    /// One UPDATE from a peer: its changes join the burst.
+    async fn received(&mut self, id: PeerId, decoded: crate::packet::Decoded) {
+        let treat_as_withdraw = decoded.treat_as_withdraw();
+        for error in &decoded.errors {
+            warn!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "malformed attribute");
+        }
+        if let Message::Update(update) = decoded.message {
+            let end_of_rib = update.end_of_rib_family();
+            self.update(id, update, treat_as_withdraw);
+            if let Some(family) = end_of_rib {
+                self.end_of_rib(id, family).await;
+            }
         }
     }
 
@@ -662,6 +700,7 @@ where
     }
 
     async fn internal(&mut self, event: Internal) {
+        self.flush().await;
         let Internal::RestartTimerExpired { peer, generation } = event;
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
@@ -754,7 +793,8 @@ where
         }
     }
 
-    async fn update(&mut self, id: PeerId, update: Update, treat_as_withdraw: bool) {
+    /// Takes in one UPDATE; its best-path changes join [`Speaker::pending`].
+    fn update(&mut self, id: PeerId, update: Update, treat_as_withdraw: bool) {
         let mut withdrawn: Vec<IpNet> = update.withdrawn.into_iter().map(IpNet::V4).collect();
         match update.mp_unreach {
             Some(Prefixes::V4(prefixes)) => withdrawn.extend(prefixes.into_iter().map(IpNet::V4)),
@@ -764,10 +804,16 @@ where
         // An UPDATE carries IPv4 NLRI, or MP_REACH_NLRI, or (rarely) both: each set of
         // prefixes goes in with its own next hop.
         let mut sets: Vec<(Vec<IpNet>, PathAttributes)> = Vec::new();
+        let mut attributes = Some(update.attributes);
         if !update.nlri.is_empty() {
+            // Cloned only when MP_REACH_NLRI needs them too.
+            let shared = match update.mp_reach {
+                Some(_) => attributes.clone().unwrap_or_default(),
+                None => attributes.take().unwrap_or_default(),
+            };
             let attributes = PathAttributes {
                 mp_next_hop: None,
-                ..update.attributes.clone()
+                ..shared
             };
             sets.push((update.nlri.into_iter().map(IpNet::V4).collect(), attributes));
         }
@@ -780,7 +826,7 @@ where
             let attributes = PathAttributes {
                 mp_next_hop: Some(next_hop),
                 next_hop: None,
-                ..update.attributes
+                ..attributes.unwrap_or_default()
             };
             sets.push((prefixes, attributes));
         }
@@ -798,7 +844,8 @@ where
             .get(&id)
             .is_some_and(|entry| entry.stale.is_some())
             .then(|| id.stale());
-        let mut changes = Vec::new();
+        let mut changes = std::mem::take(&mut self.pending);
+        let before = changes.len();
         for prefix in withdrawn {
             if let Some(change) = self.withdraw(prefix, id) {
                 changes.push((prefix, change));
@@ -806,6 +853,9 @@ where
             if let Some(change) = stale.and_then(|stale| self.withdraw(prefix, stale)) {
                 changes.push((prefix, change));
             }
+        }
+        if changes.len() != before {
+            self.pending_may_repeat = true;
         }
         for (announced, attributes) in sets {
             if let Some(entry) = self.peers.get_mut(&id) {
@@ -841,43 +891,95 @@ where
                     (None, None) => None,
                 };
                 let change = match accepted {
-                    Some(attributes) => self.announce(
-                        prefix,
-                        Path {
-                            peer: id,
-                            attributes,
-                        },
-                    ),
+                    Some(attributes) => {
+                        let known = self.len_of(&prefix);
+                        let change = self.announce(
+                            prefix,
+                            Path {
+                                peer: id,
+                                attributes,
+                            },
+                        );
+                        // Not a prefix new to the table: it may be in the burst already.
+                        if self.len_of(&prefix) == known {
+                            self.pending_may_repeat = true;
+                        }
+                        change
+                    }
                     // RFC 7606 treat-as-withdraw, or refused by import rules or policy.
-                    None => self.withdraw(prefix, id),
+                    None => {
+                        self.pending_may_repeat = true;
+                        self.withdraw(prefix, id)
+                    }
                 };
                 if let Some(change) = change {
                     changes.push((prefix, change));
                 }
             }
         }
-        self.propagate(changes).await;
+        self.pending = changes;
     }
 
-    /// Passes best-path changes to the agent and to every Established peer.
+    /// How many prefixes the table of `prefix`'s family holds.
+    fn len_of(&self, prefix: &IpNet) -> usize {
+        match prefix {
+            IpNet::V4(_) => self.ipv4.len(),
+            IpNet::V6(_) => self.ipv6.len(),
+        }
+    }
+
+    /// Passes on the burst's best-path changes, each prefix's last one only.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut changes = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.pending_may_repeat) {
+            keep_last_change(&mut changes);
+        }
+        self.send_out(changes).await;
+    }
+
+    /// Passes best-path changes on, after those of the burst so far.
     async fn propagate(&mut self, changes: Vec<(IpNet, BestChange)>) {
         if changes.is_empty() {
             return;
         }
-        let mut shared: HashMap<AttributeId, Arc<PathAttributes>> = HashMap::new();
+        // A prefix may be in both, or twice in `changes` (a peer's path and its stale one).
+        self.pending.extend(changes);
+        self.pending_may_repeat = true;
+        self.flush().await;
+    }
+
+    /// Passes best-path changes (at most one per prefix) to the agent and to every
+    /// Established peer.
+    async fn send_out(&mut self, changes: Vec<(IpNet, BestChange)>) {
+        // Runs of prefixes share a source and attributes: look each up once per run.
+        let mut last: Option<(Path, Arc<PathAttributes>, Option<IpAddr>)> = None;
         let batch: Vec<RouteChange> = changes
             .iter()
             .map(|(prefix, change)| match change {
-                BestChange::Best(path) => RouteChange::Best {
-                    prefix: *prefix,
-                    attributes: Arc::clone(shared.entry(path.attributes).or_insert_with(|| {
-                        Arc::new(self.store.get(path.attributes).cloned().unwrap_or_default())
-                    })),
-                    from: self
-                        .peers
-                        .get(&path.peer.base())
-                        .map(|entry| entry.config.address),
-                },
+                BestChange::Best(path) => {
+                    let (attributes, from) = match &last {
+                        Some((same, attributes, from)) if same == path => {
+                            (Arc::clone(attributes), *from)
+                        }
+                        _ => {
+                            let attributes = self.store.shared(path.attributes).unwrap_or_default();
+                            let from = self
+                                .peers
+                                .get(&path.peer.base())
+                                .map(|entry| entry.config.address);
+                            last = Some((*path, Arc::clone(&attributes), from));
+                            (attributes, from)
+                        }
+                    };
+                    RouteChange::Best {
+                        prefix: *prefix,
+                        attributes,
+                        from,
+                    }
+                }
                 BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
             })
             .collect();
@@ -913,10 +1015,12 @@ where
         // computed once per distinct triple, not per prefix (and the policy too, unless it
         // looks at prefixes).
         type Key = (Family, PeerId, AttributeId);
-        let mut exported: HashMap<Key, Option<PathAttributes>> = HashMap::new();
-        let mut grouped: HashMap<Key, Option<usize>> = HashMap::new();
+        let mut exported: HashMap<Key, Option<PathAttributes>, FastHash> = HashMap::default();
+        let mut grouped: HashMap<Key, Option<usize>, FastHash> = HashMap::default();
         let mut groups: Vec<(PathAttributes, Vec<IpNet>)> = Vec::new();
-        let mut group_of: HashMap<(Family, PathAttributes), usize> = HashMap::new();
+        let mut group_of: HashMap<(Family, PathAttributes), usize, FastHash> = HashMap::default();
+        // The group of the previous prefix's source: runs of prefixes share it.
+        let mut last_group: Option<(Key, Option<usize>)> = None;
         let mut group_for =
             |family: Family,
              out: PathAttributes,
@@ -953,13 +1057,19 @@ where
                         out.as_ref()
                             .and_then(|out| policy.apply(prefix, out))
                             .map(|out| group_for(family, out, &mut groups))
+                    } else if let Some((last_key, group)) = last_group
+                        && last_key == key
+                    {
+                        group
                     } else if let Some(group) = grouped.get(&key) {
+                        last_group = Some((key, *group));
                         *group
                     } else {
                         let group = export_of(path)
                             .and_then(|out| policy.apply(prefix, &out))
                             .map(|out| group_for(family, out, &mut groups));
                         grouped.insert(key, group);
+                        last_group = Some((key, group));
                         group
                     }
                 }
@@ -974,7 +1084,7 @@ where
                     entry.advertised.insert(*prefix);
                 }
                 None => {
-                    if entry.advertised.remove(prefix) {
+                    if !entry.advertised.is_empty() && entry.advertised.remove(prefix) {
                         withdrawals.push(*prefix);
                     }
                 }
@@ -1016,6 +1126,22 @@ where
         rows.sort_by_key(|row| row.address);
         rows
     }
+}
+
+/// Keeps each prefix's last change only, in the order of those last changes: what the
+/// burst did to the prefix in the end.
+fn keep_last_change(changes: &mut Vec<(IpNet, BestChange)>) {
+    let mut last: HashMap<IpNet, usize, FastHash> = HashMap::default();
+    last.reserve(changes.len());
+    for (index, (prefix, _)) in changes.iter().enumerate() {
+        last.insert(*prefix, index);
+    }
+    let mut index = 0;
+    changes.retain(|(prefix, _)| {
+        let keep = last.get(prefix) == Some(&index);
+        index += 1;
+        keep
+    });
 }
 
 /// The UPDATEs that carry `withdrawals` and the announcement `groups`.
