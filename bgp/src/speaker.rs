@@ -169,9 +169,11 @@ pub struct BestRoute {
 }
 
 /// A change of best route, for the agent to turn into a kernel route
-/// ([`PathAttributes::route_next_hop`] says where it goes). Changes travel in batches (one
-/// `Vec` per received UPDATE or command), and routes that share attributes share one copy
-/// of them: a full table is a thousand channel sends, not a million.
+/// ([`PathAttributes::route_next_hop`] says where it goes). Changes travel in batches of at
+/// most 1,024 (what a burst of received UPDATEs or a command changed), and routes that
+/// share attributes share one copy of them: a full table is a thousand channel sends, not
+/// a million. A batch is some 50 KiB: the channel's capacity in batches bounds what waits
+/// for a slow agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteChange {
     Best {
@@ -205,6 +207,8 @@ pub struct PeerStatus {
 /// How many prefixes one UPDATE withdraws at most: 4096 octets hold 814 IPv4 /32s, or
 /// some 230 IPv6 /128s in MP_UNREACH_NLRI.
 const IPV4_WITHDRAWALS_PER_UPDATE: usize = 800;
+/// The most best-route changes one batch to the agent carries.
+const ROUTE_CHANGES_PER_BATCH: usize = 1024;
 const IPV6_WITHDRAWALS_PER_UPDATE: usize = 200;
 
 struct PeerEntry<S> {
@@ -216,8 +220,44 @@ struct PeerEntry<S> {
     session: Option<SessionParameters>,
     received: usize,
     /// Adj-RIB-Out: the prefixes announced to the peer.
-    advertised: HashSet<IpNet, FastHash>,
+    advertised: AdjRibOut,
     stale: Option<StaleRoutes>,
+}
+
+/// The prefixes announced to one peer (RFC 4271 - Section 3.2's Adj-RIB-Out, less the
+/// attributes, which follow from the Loc-RIB and export). A set per family: an IPv4 entry
+/// is 5 octets, not the 18 of an `IpNet`, which for a full table sent on is 12 MiB
+/// instead of 40.
+#[derive(Debug, Default)]
+struct AdjRibOut {
+    ipv4: HashSet<Ipv4Net, FastHash>,
+    ipv6: HashSet<Ipv6Net, FastHash>,
+}
+
+impl AdjRibOut {
+    fn insert(&mut self, prefix: IpNet) {
+        match prefix {
+            IpNet::V4(prefix) => self.ipv4.insert(prefix),
+            IpNet::V6(prefix) => self.ipv6.insert(prefix),
+        };
+    }
+
+    /// Whether `prefix` was announced (and so needs withdrawing).
+    fn remove(&mut self, prefix: &IpNet) -> bool {
+        match prefix {
+            IpNet::V4(prefix) => !self.ipv4.is_empty() && self.ipv4.remove(prefix),
+            IpNet::V6(prefix) => !self.ipv6.is_empty() && self.ipv6.remove(prefix),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ipv4.len() + self.ipv6.len()
+    }
+
+    fn clear(&mut self) {
+        // Dropped rather than cleared: a session that comes back may never need the room.
+        *self = AdjRibOut::default();
+    }
 }
 
 /// Runs a speaker until the command channel closes.
@@ -228,7 +268,7 @@ pub async fn run_speaker<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (events_tx, mut events) = mpsc::channel(1024);
+    let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let (internal_tx, mut internal) = mpsc::channel(64);
     let mut speaker = Speaker {
         pending: Vec::new(),
@@ -271,9 +311,15 @@ pub async fn run_speaker<S>(
     }
 }
 
+/// How many events from peers may wait for the speaker before their tasks wait in turn.
+/// An event may be a whole read's worth of decoded UPDATEs (up to 64 KiB on the wire,
+/// some 500 UPDATEs and 300 KiB decoded for a real table), so the queue is short: what
+/// waits is memory, and the speaker is not made faster by more of it.
+const EVENT_QUEUE: usize = 8;
+
 /// How many best-path changes a burst of received UPDATEs gathers at most before they are
 /// passed on: bounds the memory they hold and how long the agent waits for the first.
-const MAX_PENDING_CHANGES: usize = 64 * 1024;
+const MAX_PENDING_CHANGES: usize = 16 * 1024;
 
 struct Speaker<S> {
     config: SpeakerConfig,
@@ -496,7 +542,7 @@ where
                 last_error: None,
                 session: None,
                 received: 0,
-                advertised: HashSet::default(),
+                advertised: AdjRibOut::default(),
                 stale: None,
             },
         );
@@ -956,34 +1002,39 @@ where
     async fn send_out(&mut self, changes: Vec<(IpNet, BestChange)>) {
         // Runs of prefixes share a source and attributes: look each up once per run.
         let mut last: Option<(Path, Arc<PathAttributes>, Option<IpAddr>)> = None;
-        let batch: Vec<RouteChange> = changes
-            .iter()
-            .map(|(prefix, change)| match change {
-                BestChange::Best(path) => {
-                    let (attributes, from) = match &last {
-                        Some((same, attributes, from)) if same == path => {
-                            (Arc::clone(attributes), *from)
+        for chunk in changes.chunks(ROUTE_CHANGES_PER_BATCH) {
+            let batch: Vec<RouteChange> = chunk
+                .iter()
+                .map(|(prefix, change)| match change {
+                    BestChange::Best(path) => {
+                        let (attributes, from) = match &last {
+                            Some((same, attributes, from)) if same == path => {
+                                (Arc::clone(attributes), *from)
+                            }
+                            _ => {
+                                let attributes =
+                                    self.store.shared(path.attributes).unwrap_or_default();
+                                let from = self
+                                    .peers
+                                    .get(&path.peer.base())
+                                    .map(|entry| entry.config.address);
+                                last = Some((*path, Arc::clone(&attributes), from));
+                                (attributes, from)
+                            }
+                        };
+                        RouteChange::Best {
+                            prefix: *prefix,
+                            attributes,
+                            from,
                         }
-                        _ => {
-                            let attributes = self.store.shared(path.attributes).unwrap_or_default();
-                            let from = self
-                                .peers
-                                .get(&path.peer.base())
-                                .map(|entry| entry.config.address);
-                            last = Some((*path, Arc::clone(&attributes), from));
-                            (attributes, from)
-                        }
-                    };
-                    RouteChange::Best {
-                        prefix: *prefix,
-                        attributes,
-                        from,
                     }
-                }
-                BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
-            })
-            .collect();
-        let _ = self.routes.send(batch).await;
+                    BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
+                })
+                .collect();
+            // A slow agent slows the speaker down here, rather than have it queue the
+            // table in memory.
+            let _ = self.routes.send(batch).await;
+        }
         let established: Vec<PeerId> = self
             .peers
             .iter()
@@ -1084,7 +1135,7 @@ where
                     entry.advertised.insert(*prefix);
                 }
                 None => {
-                    if !entry.advertised.is_empty() && entry.advertised.remove(prefix) {
+                    if entry.advertised.remove(prefix) {
                         withdrawals.push(*prefix);
                     }
                 }

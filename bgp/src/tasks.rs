@@ -84,9 +84,9 @@ pub enum PeerEvent {
     RouteRefresh(Family),
 }
 
-/// How many decoded messages may wait between a reader and its peer task before the
-/// reader stops reading the socket.
-const INBOUND_QUEUE: usize = 64;
+/// How many batches of decoded messages (each what one read brought) may wait between a
+/// reader and its peer task before the reader stops reading the socket.
+const INBOUND_QUEUE: usize = 2;
 /// How much a reader asks of the socket at once: room for several full messages.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -401,6 +401,7 @@ where
             // Late news from a connection already dropped.
             _ if which.is_none() => {}
             Inbound::Messages(messages) => {
+                self.updates.reserve(messages.len());
                 for decoded in messages {
                     // A message can end its connection (a NOTIFICATION) or move it to
                     // the primary slot (a collision resolved): the rest of the batch
