@@ -263,19 +263,40 @@ pub struct PrefixHasher(u64);
 
 impl Hasher for PrefixHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut octets = [0u8; 8];
+            octets.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(octets));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut octets = [0u8; 8];
+            octets[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(octets));
         }
     }
 
+    // The fixed-size writes each take one mix, rather than the default's detour through
+    // `write` (the lengths and values of attribute sets are most of what they hash).
     fn write_u8(&mut self, value: u8) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
         self.mix(u64::from(value));
     }
 
     fn write_u32(&mut self, value: u32) {
         self.mix(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.mix(value as u64);
     }
 
     fn write_u128(&mut self, value: u128) {

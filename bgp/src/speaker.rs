@@ -1082,6 +1082,12 @@ where
                 })
             };
         let mut withdrawals: Vec<IpNet> = Vec::new();
+        // Taken out for the loop (which does not wait, so nothing else sees it missing)
+        // and put back after: one lookup of the peer, not one per prefix.
+        let mut advertised = match self.peers.get_mut(&to) {
+            Some(entry) => std::mem::take(&mut entry.advertised),
+            None => return,
+        };
         for (prefix, change) in changes {
             let family = prefix_family(prefix);
             if !families.contains(&family) {
@@ -1126,24 +1132,22 @@ where
                 }
                 BestChange::Unreachable => None,
             };
-            let Some(entry) = self.peers.get_mut(&to) else {
-                return;
-            };
             match group {
                 Some(index) => {
                     groups[index].1.push(*prefix);
-                    entry.advertised.insert(*prefix);
+                    advertised.insert(*prefix);
                 }
                 None => {
-                    if entry.advertised.remove(prefix) {
+                    if advertised.remove(prefix) {
                         withdrawals.push(*prefix);
                     }
                 }
             }
         }
-        let Some(entry) = self.peers.get(&to) else {
+        let Some(entry) = self.peers.get_mut(&to) else {
             return;
         };
+        entry.advertised = advertised;
         let negotiated = entry
             .session
             .as_ref()
