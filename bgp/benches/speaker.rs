@@ -123,6 +123,23 @@ async fn connect(
 struct Sample {
     ingest: Duration,
     propagation: Duration,
+    /// CPU time of the whole process (speaker, raw peers) over the run: steadier than
+    /// wall time on a machine others load.
+    cpu: Duration,
+}
+
+/// User and system CPU time of this process so far.
+fn cpu_time() -> Duration {
+    // SAFETY: getrusage only writes the struct it is given.
+    let usage = unsafe {
+        let mut usage: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_SELF, &mut usage);
+        usage
+    };
+    let time = |t: libc::timeval| {
+        Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+    };
+    time(usage.ru_utime) + time(usage.ru_stime)
 }
 
 fn run(wire: &[u8]) -> Sample {
@@ -165,6 +182,7 @@ fn run(wire: &[u8]) -> Sample {
         let mut feeder = connect(&commands, FEEDER, 64513).await;
 
         let started = Instant::now();
+        let cpu_before = cpu_time();
         let write = feeder.stream.write_all(wire);
         let count = async {
             let mut best = 0u32;
@@ -182,10 +200,12 @@ fn run(wire: &[u8]) -> Sample {
         let propagated = propagated
             .await
             .unwrap_or_else(|_| panic!("the second peer stopped counting"));
+        let cpu = cpu_time() - cpu_before;
         drop(feeder);
         Sample {
             ingest: ingested - started,
             propagation: propagated - started,
+            cpu,
         }
     })
 }
@@ -213,19 +233,23 @@ fn main() {
     );
     let mut ingest = Vec::new();
     let mut propagation = Vec::new();
+    let mut cpu = Vec::new();
     for run_number in 1..=runs {
         let sample = run(&wire.bytes);
         println!(
-            "run {run_number}: ingest {:.3} s, propagation to a second peer {:.3} s",
+            "run {run_number}: ingest {:.3} s, propagation to a second peer {:.3} s, CPU {:.3} s",
             sample.ingest.as_secs_f64(),
-            sample.propagation.as_secs_f64()
+            sample.propagation.as_secs_f64(),
+            sample.cpu.as_secs_f64()
         );
         ingest.push(sample.ingest);
         propagation.push(sample.propagation);
+        cpu.push(sample.cpu);
     }
     println!(
-        "median of {runs}: ingest {:.3} s, propagation {:.3} s",
+        "median of {runs}: ingest {:.3} s, propagation {:.3} s, CPU {:.3} s",
         median(ingest).as_secs_f64(),
-        median(propagation).as_secs_f64()
+        median(propagation).as_secs_f64(),
+        median(cpu).as_secs_f64()
     );
 }

@@ -917,14 +917,18 @@ where
                     .ok()
             };
             // A policy that does not look at prefixes is applied once for the whole set.
-            let once: Option<Option<AttributeId>> = match (&imported, announced.first()) {
-                (Some(attributes), Some(first)) if !policy.depends_on_prefix() => Some(
-                    policy
-                        .apply(first, attributes)
-                        .map(|a| self.store.intern(a)),
-                ),
-                (None, _) => Some(None),
-                _ => None,
+            // (The attributes move into the store: no copy per UPDATE.)
+            let (once, imported): (Option<Option<AttributeId>>, _) = match imported {
+                None => (Some(None), None),
+                Some(attributes) if !policy.depends_on_prefix() => {
+                    let accepted = announced.first().and_then(|first| {
+                        policy
+                            .apply_owned(first, attributes)
+                            .map(|a| self.store.intern(a))
+                    });
+                    (Some(accepted), None)
+                }
+                Some(attributes) => (None, Some(attributes)),
             };
             let mut interned: HashMap<PathAttributes, AttributeId> = HashMap::new();
             for prefix in announced {
@@ -1123,7 +1127,7 @@ where
                         *group
                     } else {
                         let group = export_of(path)
-                            .and_then(|out| policy.apply(prefix, &out))
+                            .and_then(|out| policy.apply_owned(prefix, out))
                             .map(|out| group_for(family, out, &mut groups));
                         grouped.insert(key, group);
                         last_group = Some((key, group));
