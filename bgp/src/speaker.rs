@@ -987,7 +987,13 @@ where
         if std::mem::take(&mut self.pending_may_repeat) {
             keep_last_change(&mut changes);
         }
-        self.send_out(changes).await;
+        self.send_out(&changes).await;
+        // The room stays for the next burst, rather than grow again from nothing; not
+        // the room of a session's whole table going at once.
+        changes.clear();
+        if changes.capacity() <= 2 * MAX_PENDING_CHANGES {
+            self.pending = changes;
+        }
     }
 
     /// Passes best-path changes on, after those of the burst so far.
@@ -1003,7 +1009,7 @@ where
 
     /// Passes best-path changes (at most one per prefix) to the agent and to every
     /// Established peer.
-    async fn send_out(&mut self, changes: Vec<(IpNet, BestChange)>) {
+    async fn send_out(&mut self, changes: &[(IpNet, BestChange)]) {
         // Runs of prefixes share a source and attributes: look each up once per run.
         let mut last: Option<(Path, Arc<PathAttributes>, Option<IpAddr>)> = None;
         for chunk in changes.chunks(ROUTE_CHANGES_PER_BATCH) {
@@ -1046,7 +1052,7 @@ where
             .map(|(id, _)| *id)
             .collect();
         for id in established {
-            self.send_changes(id, &changes).await;
+            self.send_changes(id, changes).await;
         }
     }
 
@@ -1209,7 +1215,10 @@ fn encode_changes(
     groups: &[(PathAttributes, Vec<IpNet>)],
     negotiated: &Negotiated,
 ) -> Vec<u8> {
-    let mut bytes = Vec::new();
+    // Room for what is usual (a /24 takes 4 octets, a set's header and attributes some
+    // 80), so that a burst's UPDATEs are not copied over and over as the buffer grows.
+    let announced: usize = groups.iter().map(|(_, prefixes)| prefixes.len()).sum();
+    let mut bytes = Vec::with_capacity(withdrawals.len() * 5 + announced * 5 + groups.len() * 96);
     let ipv4: Vec<Ipv4Net> = withdrawals
         .iter()
         .filter_map(|p| if let IpNet::V4(p) = p { Some(*p) } else { None })
