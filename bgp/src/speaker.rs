@@ -5,10 +5,10 @@
 //!
 //! Per received UPDATE: the protocol's import rules ([`crate::propagation::import`]) and
 //! the peer's import policy, attributes interned once, every prefix into its family's
-//! table, and the best-path changes passed on — to the agent as batches of
-//! [`RouteChange`]s, and to every Established peer that negotiated the family through the
-//! export rules and its export policy, grouped by resulting attributes and packed into as
-//! few UPDATEs as carry them. IPv4 and IPv6 unicast; a route's next hop announced as this
+//! table. Per burst of UPDATEs (what is queued when the speaker gets to it), the best-path
+//! changes passed on — to the agent as batches of [`RouteChange`]s, and to every
+//! Established peer that negotiated the family through the export rules and its export
+//! policy, grouped by resulting attributes and packed into as few UPDATEs as carry them. IPv4 and IPv6 unicast; a route's next hop announced as this
 //! speaker is the session's local address, so each family travels on sessions of its own
 //! family (as Calico's BIRD and BIRD6 do), unless next hops are kept (iBGP).
 
