@@ -1815,6 +1815,86 @@ mod tests {
         assert!(routes(&a).await.is_empty());
     }
 
+    #[test]
+    fn a_burst_keeps_each_prefixs_last_change_in_order() {
+        let mut store = AttributeStore::default();
+        let ids: Vec<AttributeId> = (0..4)
+            .map(|local_pref| {
+                store.intern(PathAttributes {
+                    local_pref: Some(local_pref),
+                    ..PathAttributes::default()
+                })
+            })
+            .collect();
+        let path = |set: usize| {
+            BestChange::Best(Path {
+                peer: PeerId(1),
+                attributes: ids[set],
+            })
+        };
+        let (p, q, r) = (
+            block("198.51.100.0/24"),
+            block("203.0.113.0/24"),
+            block("192.0.2.0/24"),
+        );
+        let mut changes = vec![
+            (p, path(1)),
+            (q, path(1)),
+            (p, BestChange::Unreachable),
+            (r, path(2)),
+            (q, path(3)),
+        ];
+        keep_last_change(&mut changes);
+        assert_eq!(
+            changes,
+            vec![(p, BestChange::Unreachable), (r, path(2)), (q, path(3))]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_announced_and_withdrawn_in_one_read_ends_withdrawn() {
+        let mut a = node(1, 64512, None);
+        let peer: IpAddr = "192.0.2.2".parse().expect("literal");
+        let refuse: Connector<DuplexStream> =
+            Arc::new(|| Box::pin(async { Err(io::Error::other("passive")) }));
+        let config = PeerConfig {
+            passive: true,
+            ..PeerConfig::new(peer, 64513, a.address)
+        };
+        command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
+        wait_for_state(&a, State::Active).await;
+        let mut raw = connect_raw(&a, peer, restarting_open(false)).await;
+        // Three UPDATEs in one write: the reader takes them in one read, the speaker in
+        // one burst.
+        let mut bytes = Vec::new();
+        let withdrawal = Message::Update(Update {
+            withdrawn: vec!["198.51.100.0/24".parse().expect("literal")],
+            ..Update::default()
+        });
+        for message in [
+            announcement(&["198.51.100.0/24"]),
+            withdrawal,
+            announcement(&["203.0.113.0/24"]),
+        ] {
+            message
+                .encode(&Negotiated::default(), &mut bytes)
+                .expect("encodes");
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut raw.stream, &bytes)
+            .await
+            .expect("pipe open");
+        // However the reads fell, the agent ends with 203.0.113.0/24 alone.
+        let mut best = HashSet::new();
+        while !(best.len() == 1 && best.contains(&block("203.0.113.0/24"))) {
+            match next_route(&mut a).await {
+                RouteChange::Best { prefix, .. } => best.insert(prefix),
+                RouteChange::Withdrawn { prefix } => best.remove(&prefix),
+            };
+        }
+        assert_eq!(routes(&a).await, vec![block("203.0.113.0/24")]);
+        assert_eq!(peers(&a).await[0].accepted, 1);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn without_graceful_restart_a_dropped_session_takes_its_routes() {
         let mut a = node(1, 64512, None);
