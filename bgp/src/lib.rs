@@ -52,7 +52,7 @@
 //!   is queued (up to 16k best-path changes) before it passes the burst on, once: to the
 //!   agent in batches of 1,024 [`speaker::RouteChange`]s, and to each peer as one run of
 //!   packed UPDATEs. Any other event or command first flushes the burst, so order holds;
-//!   a prefix changed twice in a burst goes out once, as it ended. Queues are short (8
+//!   a prefix changed twice in a burst goes out once, as it ended. Queues are short (4
 //!   events, 2 reads per connection): a queued read is some 300 KiB decoded, and a longer
 //!   queue only holds more of the table in memory while the speaker catches up.
 //!

@@ -315,7 +315,7 @@ pub async fn run_speaker<S>(
 /// An event may be a whole read's worth of decoded UPDATEs (up to 64 KiB on the wire,
 /// some 500 UPDATEs and 300 KiB decoded for a real table), so the queue is short: what
 /// waits is memory, and the speaker is not made faster by more of it.
-const EVENT_QUEUE: usize = 8;
+const EVENT_QUEUE: usize = 4;
 
 /// How many best-path changes a burst of received UPDATEs gathers at most before they are
 /// passed on: bounds the memory they hold and how long the agent waits for the first.
