@@ -102,24 +102,28 @@
 //! receiver's RIB holds them all), and times propagation feeder → X → BIRD. Its default
 //! feed is the one to quote: 89,279 attribute sets in 89,558 UPDATEs, as a real table has.
 //! Medians of 3 interleaved runs on this 2-core machine, shared with other engineers'
-//! compilers (load average 4.4 to 8.9 during the runs; BIRD alone varies ±25%):
+//! compilers (load average 3.2 to 3.6 during the runs; BIRD alone varies ±25% run to run):
 //!
 //! | feed | tortie-bgpd | BIRD 2 | GoBGP 3 | tortie ÷ BIRD (time, RSS) |
 //! |---|---:|---:|---:|---:|
-//! | realistic, ingest | 0.443 s, 109 MiB | 0.613 s, 122 MiB | 20.4 s, 1.46 GiB | 0.72, 0.89 |
-//! | realistic, feeder → X → BIRD | 1.571 s | 1.677 s | — | 0.94 |
-//! | four sets, ingest | 0.187 s, 66 MiB | 0.465 s, 94 MiB | 17.7 s, 1.31 GiB | 0.40, 0.70 |
-//! | four sets, feeder → X → BIRD | 0.569 s | 1.093 s | — | 0.52 |
+//! | realistic, ingest | 0.234 s, 106 MiB | 0.385 s, 122 MiB | 10.3 s, 1.40 GiB | 0.61, 0.87 |
+//! | realistic, feeder → X → BIRD | 0.476 s | 0.925 s | — | 0.51 |
+//! | four sets, ingest | 0.135 s, 65 MiB | 0.194 s, 94 MiB | 8.2 s, 1.23 GiB | 0.70, 0.69 |
+//! | four sets, feeder → X → BIRD | 0.267 s | 0.486 s | — | 0.55 |
+//!
+//! An earlier run of this branch under heavier load (4.4 to 8.9) gave 0.443 s / 109 MiB
+//! against BIRD's 0.613 s / 122 MiB, and propagation 1.571 s against 1.677 s: with two
+//! daemons and the feeder on two busy cores, propagation is set mostly by the machine,
+//! and single runs of either daemon now and then take up to a second longer than their
+//! neighbours (tortie's propagation runs above: 1.501, 0.476, 0.461 s).
 //!
 //! Before the work moved in batches (see above) the realistic feed took tortie-bgpd
 //! 0.639 s against BIRD's 0.457 s (1.40× slower, 91 MiB), and propagation 1.94 s against
 //! 1.15 s: each of the 89k UPDATEs paid two channel hops, a route-change batch, an export
 //! pass and a write of its own, and SipHash in the interner and the Adj-RIB-Out. Memory
-//! grew from 91 to 109 MiB with the batching (a queued event is now a read's worth of
-//! UPDATEs); most of the rest is the table (34 MiB at 1M, half again while it grows) and
-//! the 89k attribute sets (~40 MiB, ~400 octets each as [`packet::PathAttributes`]). With
-//! propagation, the two hops and the second BIRD share two cores, so that figure is set
-//! mostly by the machine.
+//! grew from 91 to 106 MiB with the batching (a queued event is now a read's worth of
+//! UPDATEs); most of it is the table (34 MiB at 1M, half again while it grows) and the
+//! 89k attribute sets (~40 MiB, some 400 octets each as [`packet::PathAttributes`]).
 //!
 //! `cargo bench -p tortie-bgp --bench speaker` runs the same feeds through
 //! [`speaker::run_speaker`] over in-memory pipes, with a second peer taking the table, and
