@@ -127,9 +127,10 @@
 //!
 //! `cargo bench -p tortie-bgp --bench speaker` runs the same feeds through
 //! [`speaker::run_speaker`] over in-memory pipes, with a second peer taking the table, and
-//! reports CPU time as well as wall time (steadier here). Realistic feed: 0.30 s wall and
-//! 0.37 s of CPU, from 2.9 s wall before the batching; four sets: 0.15 s wall, from 0.59 s.
-//! It is the loop to profile (`perf record` works here; callgrind too).
+//! reports the process's CPU time as well as wall time (for comparing two builds run in
+//! turn; it counts the raw peers and the runtime's idle spinning too). At load average 2:
+//! realistic feed 0.35 s wall, 0.44 s CPU, from 2.9 s wall before the batching; four sets
+//! 0.16 s wall, from 0.59 s. It is the loop to profile (`perf record` works here).
 
 pub mod daemon;
 pub mod neighbor;
