@@ -117,38 +117,58 @@ impl Default for Policy {
     }
 }
 
-impl Policy {
-    /// The attributes `prefix` goes on with, or `None` when the policy rejects it.
-    pub fn apply(&self, prefix: &IpNet, attributes: &PathAttributes) -> Option<PathAttributes> {
-        let Some(rule) = self
-            .rules
-            .iter()
-            .find(|rule| rule.conditions.hold(prefix, attributes))
-        else {
-            return self.default_accept.then(|| attributes.clone());
-        };
-        let Verdict::Accept(changes) = &rule.verdict else {
-            return None;
-        };
-        let mut out = attributes.clone();
-        for change in changes {
-            match *change {
-                Change::LocalPref(value) => out.local_pref = Some(value),
-                Change::Med(value) => out.multi_exit_disc = Some(value),
-                Change::AddCommunity(community) => {
-                    if !out.communities.contains(&community) {
-                        out.communities.push(community);
-                    }
+/// `attributes` with a rule's `changes` made.
+fn changed(mut out: PathAttributes, changes: &[Change]) -> PathAttributes {
+    for change in changes {
+        match *change {
+            Change::LocalPref(value) => out.local_pref = Some(value),
+            Change::Med(value) => out.multi_exit_disc = Some(value),
+            Change::AddCommunity(community) => {
+                if !out.communities.contains(&community) {
+                    out.communities.push(community);
                 }
-                Change::RemoveCommunity(community) => out.communities.retain(|c| *c != community),
-                Change::Prepend { asn, times } => {
-                    for _ in 0..times {
-                        crate::propagation::prepend(&mut out, asn);
-                    }
+            }
+            Change::RemoveCommunity(community) => out.communities.retain(|c| *c != community),
+            Change::Prepend { asn, times } => {
+                for _ in 0..times {
+                    crate::propagation::prepend(&mut out, asn);
                 }
             }
         }
-        Some(out)
+    }
+    out
+}
+
+impl Policy {
+    /// The attributes `prefix` goes on with, or `None` when the policy rejects it.
+    pub fn apply(&self, prefix: &IpNet, attributes: &PathAttributes) -> Option<PathAttributes> {
+        match self.verdict(prefix, attributes) {
+            None => self.default_accept.then(|| attributes.clone()),
+            Some(Verdict::Reject) => None,
+            Some(Verdict::Accept(changes)) => Some(changed(attributes.clone(), changes)),
+        }
+    }
+
+    /// [`Policy::apply`] to attributes the caller gives up: accepted unchanged, they are
+    /// handed back without a copy (what an empty policy does to every UPDATE).
+    pub fn apply_owned(
+        &self,
+        prefix: &IpNet,
+        attributes: PathAttributes,
+    ) -> Option<PathAttributes> {
+        match self.verdict(prefix, &attributes) {
+            None => self.default_accept.then_some(attributes),
+            Some(Verdict::Reject) => None,
+            Some(Verdict::Accept(changes)) => Some(changed(attributes, changes)),
+        }
+    }
+
+    /// The verdict of the first rule whose conditions hold; `None` when none does.
+    fn verdict(&self, prefix: &IpNet, attributes: &PathAttributes) -> Option<&Verdict> {
+        self.rules
+            .iter()
+            .find(|rule| rule.conditions.hold(prefix, attributes))
+            .map(|rule| &rule.verdict)
     }
 
     /// Whether the outcome can differ between prefixes that share attributes; when not,

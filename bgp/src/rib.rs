@@ -11,8 +11,10 @@
 
 use std::cmp::Ordering;
 use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, DefaultHasher, Hash, Hasher};
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
 
 use crate::packet::{Origin, PathAttributes, SegmentKind};
 
@@ -22,7 +24,8 @@ pub struct AttributeId(u32);
 
 #[derive(Debug)]
 struct AttributeSlot {
-    attributes: PathAttributes,
+    /// Shared, so that best-route changes hand the agent the set without copying it.
+    attributes: Arc<PathAttributes>,
     hash: u64,
     /// Paths in tables that use this set. Counted by hand, not with an `Arc`: the store
     /// has one owner, and a full table costs a million reference count changes, which as
@@ -35,7 +38,8 @@ struct AttributeSlot {
 #[derive(Debug, Default)]
 pub struct AttributeStore {
     slots: Vec<Option<AttributeSlot>>,
-    by_hash: HashMap<u64, Vec<AttributeId>>,
+    /// The sets by their hash: nearly always one per hash, kept inline.
+    by_hash: HashMap<u64, SameHash, FastHash>,
     free: Vec<u32>,
     /// Sets whose count was zero at some point since the last collection (new ones, and
     /// ones whose last path went): the only candidates [`AttributeStore::collect_garbage`]
@@ -44,25 +48,44 @@ pub struct AttributeStore {
     unreferenced: Vec<AttributeId>,
 }
 
+/// The ids of the sets that share one hash.
+#[derive(Debug)]
+enum SameHash {
+    One(AttributeId),
+    Many(Vec<AttributeId>),
+}
+
+impl SameHash {
+    fn ids(&self) -> &[AttributeId] {
+        match self {
+            SameHash::One(id) => std::slice::from_ref(id),
+            SameHash::Many(ids) => ids,
+        }
+    }
+}
+
 impl AttributeStore {
     /// The id of `attributes`, stored if new. An id stays valid while a path holds it,
     /// and otherwise until the next [`AttributeStore::collect_garbage`], which the owner
     /// runs between batches of UPDATEs: so an UPDATE's attributes can be interned first
     /// and its prefixes announced after.
     pub fn intern(&mut self, attributes: PathAttributes) -> AttributeId {
-        let mut hasher = DefaultHasher::new();
+        // A folded multiply, not SipHash: sets come from peers, but a peer can only make
+        // its own sets collide, which costs it lookups in its own share of the store.
+        let mut hasher = PrefixHasher::default();
         attributes.hash(&mut hasher);
         let hash = hasher.finish();
         if let Some(ids) = self.by_hash.get(&hash)
             && let Some(id) = ids
+                .ids()
                 .iter()
                 .copied()
-                .find(|&id| self.slot(id).is_some_and(|s| s.attributes == attributes))
+                .find(|&id| self.slot(id).is_some_and(|s| *s.attributes == attributes))
         {
             return id;
         }
         let slot = AttributeSlot {
-            attributes,
+            attributes: Arc::new(attributes),
             hash,
             references: 0,
         };
@@ -77,14 +100,27 @@ impl AttributeStore {
             }
         };
         let id = AttributeId(index);
-        self.by_hash.entry(hash).or_default().push(id);
+        match self.by_hash.entry(hash) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(SameHash::One(id));
+            }
+            Entry::Occupied(mut occupied) => {
+                let same = occupied.get_mut();
+                *same = SameHash::Many([same.ids(), &[id]].concat());
+            }
+        }
         self.unreferenced.push(id);
         id
     }
 
     /// The attributes of `id`, while some path (or the caller, since interning) holds it.
     pub fn get(&self, id: AttributeId) -> Option<&PathAttributes> {
-        self.slot(id).map(|slot| &slot.attributes)
+        self.slot(id).map(|slot| &*slot.attributes)
+    }
+
+    /// The attributes of `id`, shared.
+    pub fn shared(&self, id: AttributeId) -> Option<Arc<PathAttributes>> {
+        self.slot(id).map(|slot| Arc::clone(&slot.attributes))
     }
 
     fn slot(&self, id: AttributeId) -> Option<&AttributeSlot> {
@@ -110,10 +146,20 @@ impl AttributeStore {
         let Some(slot) = self.slots.get_mut(id.0 as usize).and_then(Option::take) else {
             return;
         };
-        if let Some(ids) = self.by_hash.get_mut(&slot.hash) {
-            ids.retain(|&other| other != id);
-            if ids.is_empty() {
-                self.by_hash.remove(&slot.hash);
+        if let Entry::Occupied(mut occupied) = self.by_hash.entry(slot.hash) {
+            let rest: Vec<AttributeId> = occupied
+                .get()
+                .ids()
+                .iter()
+                .copied()
+                .filter(|&other| other != id)
+                .collect();
+            match rest.as_slice() {
+                [] => {
+                    occupied.remove();
+                }
+                [only] => *occupied.get_mut() = SameHash::One(*only),
+                _ => *occupied.get_mut() = SameHash::Many(rest),
             }
         }
         self.free.push(id.0);
@@ -205,6 +251,10 @@ pub enum BestChange {
     Unreachable,
 }
 
+/// The hasher of the speaker's and the RIB's own maps (prefixes, attribute sets, peer and
+/// attribute ids): [`PrefixHasher`].
+pub type FastHash = BuildHasherDefault<PrefixHasher>;
+
 /// A fast hash for prefixes (a folded multiply, as ahash and rustc's FxHash do): the
 /// table is keyed by values from the wire, but one peer can only flood its own table,
 /// which max-prefix limits bound, so SipHash's resistance is not worth its cost here.
@@ -213,19 +263,40 @@ pub struct PrefixHasher(u64);
 
 impl Hasher for PrefixHasher {
     fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
+        let mut words = bytes.chunks_exact(8);
+        for word in &mut words {
+            let mut octets = [0u8; 8];
+            octets.copy_from_slice(word);
+            self.mix(u64::from_le_bytes(octets));
+        }
+        let rest = words.remainder();
+        if !rest.is_empty() {
+            let mut octets = [0u8; 8];
+            octets[..rest.len()].copy_from_slice(rest);
+            self.mix(u64::from_le_bytes(octets));
         }
     }
 
+    // The fixed-size writes each take one mix, rather than the default's detour through
+    // `write` (the lengths and values of attribute sets are most of what they hash).
     fn write_u8(&mut self, value: u8) {
+        self.mix(u64::from(value));
+    }
+
+    fn write_u16(&mut self, value: u16) {
         self.mix(u64::from(value));
     }
 
     fn write_u32(&mut self, value: u32) {
         self.mix(u64::from(value));
+    }
+
+    fn write_u64(&mut self, value: u64) {
+        self.mix(value);
+    }
+
+    fn write_usize(&mut self, value: usize) {
+        self.mix(value as u64);
     }
 
     fn write_u128(&mut self, value: u128) {

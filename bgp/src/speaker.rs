@@ -5,10 +5,10 @@
 //!
 //! Per received UPDATE: the protocol's import rules ([`crate::propagation::import`]) and
 //! the peer's import policy, attributes interned once, every prefix into its family's
-//! table, and the best-path changes passed on — to the agent as batches of
-//! [`RouteChange`]s, and to every Established peer that negotiated the family through the
-//! export rules and its export policy, grouped by resulting attributes and packed into as
-//! few UPDATEs as carry them. IPv4 and IPv6 unicast; a route's next hop announced as this
+//! table. Per burst of UPDATEs (what is queued when the speaker gets to it), the best-path
+//! changes passed on — to the agent as batches of [`RouteChange`]s, and to every
+//! Established peer that negotiated the family through the export rules and its export
+//! policy, grouped by resulting attributes and packed into as few UPDATEs as carry them. IPv4 and IPv6 unicast; a route's next hop announced as this
 //! speaker is the session's local address, so each family travels on sessions of its own
 //! family (as Calico's BIRD and BIRD6 do), unless next hops are kept (iBGP).
 
@@ -30,7 +30,9 @@ use crate::packet::{
 };
 use crate::policy::Policy;
 use crate::propagation::{LocalSpeaker, SessionView, Source, export, import};
-use crate::rib::{AttributeId, AttributeStore, BestChange, Path, PeerId, PeerInfo, Table};
+use crate::rib::{
+    AttributeId, AttributeStore, BestChange, FastHash, Path, PeerId, PeerInfo, Table,
+};
 use crate::tasks::{Connector, PeerCommand, PeerEvent, run_peer};
 
 /// The speaker itself.
@@ -172,9 +174,11 @@ pub struct BestRoute {
 }
 
 /// A change of best route, for the agent to turn into a kernel route
-/// ([`PathAttributes::route_next_hop`] says where it goes). Changes travel in batches (one
-/// `Vec` per received UPDATE or command), and routes that share attributes share one copy
-/// of them: a full table is a thousand channel sends, not a million.
+/// ([`PathAttributes::route_next_hop`] says where it goes). Changes travel in batches of at
+/// most 1,024 (what a burst of received UPDATEs or a command changed), and routes that
+/// share attributes share one copy of them: a full table is a thousand channel sends, not
+/// a million. A batch is some 50 KiB: the channel's capacity in batches bounds what waits
+/// for a slow agent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteChange {
     Best {
@@ -212,6 +216,8 @@ pub struct PeerStatus {
 /// How many prefixes one UPDATE withdraws at most: 4096 octets hold 814 IPv4 /32s, or
 /// some 230 IPv6 /128s in MP_UNREACH_NLRI.
 const IPV4_WITHDRAWALS_PER_UPDATE: usize = 800;
+/// The most best-route changes one batch to the agent carries.
+const ROUTE_CHANGES_PER_BATCH: usize = 1024;
 const IPV6_WITHDRAWALS_PER_UPDATE: usize = 200;
 
 struct PeerEntry<S> {
@@ -225,8 +231,44 @@ struct PeerEntry<S> {
     /// Families whose End-of-RIB arrived in this session.
     end_of_rib: Vec<Family>,
     /// Adj-RIB-Out: the prefixes announced to the peer.
-    advertised: HashSet<IpNet>,
+    advertised: AdjRibOut,
     stale: Option<StaleRoutes>,
+}
+
+/// The prefixes announced to one peer (RFC 4271 - Section 3.2's Adj-RIB-Out, less the
+/// attributes, which follow from the Loc-RIB and export). A set per family: an IPv4 entry
+/// is 5 octets, not the 18 of an `IpNet`, which for a full table sent on is 12 MiB
+/// instead of 40.
+#[derive(Debug, Default)]
+struct AdjRibOut {
+    ipv4: HashSet<Ipv4Net, FastHash>,
+    ipv6: HashSet<Ipv6Net, FastHash>,
+}
+
+impl AdjRibOut {
+    fn insert(&mut self, prefix: IpNet) {
+        match prefix {
+            IpNet::V4(prefix) => self.ipv4.insert(prefix),
+            IpNet::V6(prefix) => self.ipv6.insert(prefix),
+        };
+    }
+
+    /// Whether `prefix` was announced (and so needs withdrawing).
+    fn remove(&mut self, prefix: &IpNet) -> bool {
+        match prefix {
+            IpNet::V4(prefix) => !self.ipv4.is_empty() && self.ipv4.remove(prefix),
+            IpNet::V6(prefix) => !self.ipv6.is_empty() && self.ipv6.remove(prefix),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.ipv4.len() + self.ipv6.len()
+    }
+
+    fn clear(&mut self) {
+        // Dropped rather than cleared: a session that comes back may never need the room.
+        *self = AdjRibOut::default();
+    }
 }
 
 /// Runs a speaker until the command channel closes.
@@ -237,13 +279,15 @@ pub async fn run_speaker<S>(
 ) where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (events_tx, mut events) = mpsc::channel(1024);
+    let (events_tx, mut events) = mpsc::channel(EVENT_QUEUE);
     let (internal_tx, mut internal) = mpsc::channel(64);
     let mut speaker = Speaker {
+        pending: Vec::new(),
+        pending_may_repeat: false,
         internal_tx,
         generation: 0,
         config,
-        peers: HashMap::new(),
+        peers: HashMap::default(),
         by_address: HashMap::new(),
         infos: HashMap::new(),
         next_id: 1,
@@ -262,16 +306,43 @@ pub async fn run_speaker<S>(
             Some((peer, event)) = events.recv() => speaker.event(peer, event).await,
             Some(timer) = internal.recv() => speaker.internal(timer).await,
         }
+        // Whatever else the peers have already queued joins this burst, so that its
+        // best-path changes go out together: one batch to the agent and one run of
+        // packed UPDATEs per peer for a burst, not for every UPDATE received.
+        while speaker.pending.len() < MAX_PENDING_CHANGES {
+            match events.try_recv() {
+                Ok((peer, event)) => speaker.event(peer, event).await,
+                Err(_) => break,
+            }
+        }
+        speaker.flush().await;
+        // Only after the flush: the changes held until then name attribute sets that
+        // may have lost their last path within the burst.
         speaker.store.collect_garbage();
     }
 }
 
+/// How many events from peers may wait for the speaker before their tasks wait in turn.
+/// An event may be a whole read's worth of decoded UPDATEs (up to 64 KiB on the wire,
+/// some 500 UPDATEs and 300 KiB decoded for a real table), so the queue is short: what
+/// waits is memory, and the speaker is not made faster by more of it.
+const EVENT_QUEUE: usize = 4;
+
+/// How many best-path changes a burst of received UPDATEs gathers at most before they are
+/// passed on: bounds the memory they hold and how long the agent waits for the first.
+const MAX_PENDING_CHANGES: usize = 16 * 1024;
+
 struct Speaker<S> {
     config: SpeakerConfig,
+    /// Best-path changes of the current burst of UPDATEs, not yet passed on.
+    pending: Vec<(IpNet, BestChange)>,
+    /// Some prefix may appear in `pending` more than once (set unless every change so far
+    /// is a prefix new to its table), so the flush must keep only each one's last.
+    pending_may_repeat: bool,
     internal_tx: mpsc::Sender<Internal>,
     /// Numbers restart timers, so that one made obsolete is recognised when it fires.
     generation: u64,
-    peers: HashMap<PeerId, PeerEntry<S>>,
+    peers: HashMap<PeerId, PeerEntry<S>, FastHash>,
     by_address: HashMap<IpAddr, PeerId>,
     /// What the decision process knows of each Established peer.
     infos: HashMap<PeerId, PeerInfo>,
@@ -373,6 +444,8 @@ where
     }
 
     async fn command(&mut self, command: SpeakerCommand<S>) {
+        // Anything but UPDATEs sees the routes as they are, with the burst passed on.
+        self.flush().await;
         match command {
             SpeakerCommand::AddPeer(config, connector) => self.add_peer(config, connector).await,
             SpeakerCommand::RemovePeer(address) => self.remove_peer(address).await,
@@ -481,7 +554,7 @@ where
                 session: None,
                 received: 0,
                 end_of_rib: Vec::new(),
-                advertised: HashSet::new(),
+                advertised: AdjRibOut::default(),
                 stale: None,
             },
         );
@@ -506,6 +579,9 @@ where
         if !self.peers.contains_key(&id) {
             return; // a removed peer's last words
         }
+        if !matches!(event, PeerEvent::Update(_) | PeerEvent::Updates(_)) {
+            self.flush().await;
+        }
         match event {
             PeerEvent::State { state, last_error } => {
                 if let Some(entry) = self.peers.get_mut(&id) {
@@ -516,21 +592,29 @@ where
             }
             PeerEvent::Established(parameters) => self.established(id, parameters).await,
             PeerEvent::Down(error) => self.down(id, error).await,
-            PeerEvent::Update(decoded) => {
-                let treat_as_withdraw = decoded.treat_as_withdraw();
-                for error in &decoded.errors {
-                    warn!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "malformed attribute");
-                }
-                if let Message::Update(update) = decoded.message {
-                    let end_of_rib = update.end_of_rib_family();
-                    self.update(id, update, treat_as_withdraw).await;
-                    if let Some(family) = end_of_rib {
-                        self.end_of_rib(id, family).await;
-                    }
+            PeerEvent::Update(decoded) => self.received(id, decoded).await,
+            PeerEvent::Updates(updates) => {
+                for decoded in updates {
+                    self.received(id, decoded).await;
                 }
             }
             // Answered by sending the family's whole table again.
             PeerEvent::RouteRefresh(family) => self.send_table(id, family).await,
+        }
+    }
+
+    /// One UPDATE from a peer: its changes join the burst.
+    async fn received(&mut self, id: PeerId, decoded: crate::packet::Decoded) {
+        let treat_as_withdraw = decoded.treat_as_withdraw();
+        for error in &decoded.errors {
+            warn!(peer = ?self.peers.get(&id).map(|e| e.config.address), %error, "malformed attribute");
+        }
+        if let Message::Update(update) = decoded.message {
+            let end_of_rib = update.end_of_rib_family();
+            self.update(id, update, treat_as_withdraw);
+            if let Some(family) = end_of_rib {
+                self.end_of_rib(id, family).await;
+            }
         }
     }
 
@@ -675,6 +759,7 @@ where
     }
 
     async fn internal(&mut self, event: Internal) {
+        self.flush().await;
         let Internal::RestartTimerExpired { peer, generation } = event;
         let Some(entry) = self.peers.get_mut(&peer) else {
             return;
@@ -770,7 +855,8 @@ where
         }
     }
 
-    async fn update(&mut self, id: PeerId, update: Update, treat_as_withdraw: bool) {
+    /// Takes in one UPDATE; its best-path changes join [`Speaker::pending`].
+    fn update(&mut self, id: PeerId, update: Update, treat_as_withdraw: bool) {
         let mut withdrawn: Vec<IpNet> = update.withdrawn.into_iter().map(IpNet::V4).collect();
         match update.mp_unreach {
             Some(Prefixes::V4(prefixes)) => withdrawn.extend(prefixes.into_iter().map(IpNet::V4)),
@@ -780,10 +866,16 @@ where
         // An UPDATE carries IPv4 NLRI, or MP_REACH_NLRI, or (rarely) both: each set of
         // prefixes goes in with its own next hop.
         let mut sets: Vec<(Vec<IpNet>, PathAttributes)> = Vec::new();
+        let mut attributes = Some(update.attributes);
         if !update.nlri.is_empty() {
+            // Cloned only when MP_REACH_NLRI needs them too.
+            let shared = match update.mp_reach {
+                Some(_) => attributes.clone().unwrap_or_default(),
+                None => attributes.take().unwrap_or_default(),
+            };
             let attributes = PathAttributes {
                 mp_next_hop: None,
-                ..update.attributes.clone()
+                ..shared
             };
             sets.push((update.nlri.into_iter().map(IpNet::V4).collect(), attributes));
         }
@@ -796,7 +888,7 @@ where
             let attributes = PathAttributes {
                 mp_next_hop: Some(next_hop),
                 next_hop: None,
-                ..update.attributes
+                ..attributes.unwrap_or_default()
             };
             sets.push((prefixes, attributes));
         }
@@ -814,7 +906,8 @@ where
             .get(&id)
             .is_some_and(|entry| entry.stale.is_some())
             .then(|| id.stale());
-        let mut changes = Vec::new();
+        let mut changes = std::mem::take(&mut self.pending);
+        let before = changes.len();
         for prefix in withdrawn {
             if let Some(change) = self.withdraw(prefix, id) {
                 changes.push((prefix, change));
@@ -822,6 +915,9 @@ where
             if let Some(change) = stale.and_then(|stale| self.withdraw(prefix, stale)) {
                 changes.push((prefix, change));
             }
+        }
+        if changes.len() != before {
+            self.pending_may_repeat = true;
         }
         for (announced, attributes) in sets {
             if let Some(entry) = self.peers.get_mut(&id) {
@@ -837,14 +933,18 @@ where
                     .ok()
             };
             // A policy that does not look at prefixes is applied once for the whole set.
-            let once: Option<Option<AttributeId>> = match (&imported, announced.first()) {
-                (Some(attributes), Some(first)) if !policy.depends_on_prefix() => Some(
-                    policy
-                        .apply(first, attributes)
-                        .map(|a| self.store.intern(a)),
-                ),
-                (None, _) => Some(None),
-                _ => None,
+            // (The attributes move into the store: no copy per UPDATE.)
+            let (once, imported): (Option<Option<AttributeId>>, _) = match imported {
+                None => (Some(None), None),
+                Some(attributes) if !policy.depends_on_prefix() => {
+                    let accepted = announced.first().and_then(|first| {
+                        policy
+                            .apply_owned(first, attributes)
+                            .map(|a| self.store.intern(a))
+                    });
+                    (Some(accepted), None)
+                }
+                Some(attributes) => (None, Some(attributes)),
             };
             let mut interned: HashMap<PathAttributes, AttributeId> = HashMap::new();
             for prefix in announced {
@@ -857,47 +957,110 @@ where
                     (None, None) => None,
                 };
                 let change = match accepted {
-                    Some(attributes) => self.announce(
-                        prefix,
-                        Path {
-                            peer: id,
-                            attributes,
-                        },
-                    ),
+                    Some(attributes) => {
+                        let known = self.len_of(&prefix);
+                        let change = self.announce(
+                            prefix,
+                            Path {
+                                peer: id,
+                                attributes,
+                            },
+                        );
+                        // Not a prefix new to the table: it may be in the burst already.
+                        if self.len_of(&prefix) == known {
+                            self.pending_may_repeat = true;
+                        }
+                        change
+                    }
                     // RFC 7606 treat-as-withdraw, or refused by import rules or policy.
-                    None => self.withdraw(prefix, id),
+                    None => {
+                        self.pending_may_repeat = true;
+                        self.withdraw(prefix, id)
+                    }
                 };
                 if let Some(change) = change {
                     changes.push((prefix, change));
                 }
             }
         }
-        self.propagate(changes).await;
+        self.pending = changes;
     }
 
-    /// Passes best-path changes to the agent and to every Established peer.
+    /// How many prefixes the table of `prefix`'s family holds.
+    fn len_of(&self, prefix: &IpNet) -> usize {
+        match prefix {
+            IpNet::V4(_) => self.ipv4.len(),
+            IpNet::V6(_) => self.ipv6.len(),
+        }
+    }
+
+    /// Passes on the burst's best-path changes, each prefix's last one only.
+    async fn flush(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let mut changes = std::mem::take(&mut self.pending);
+        if std::mem::take(&mut self.pending_may_repeat) {
+            keep_last_change(&mut changes);
+        }
+        self.send_out(&changes).await;
+        // The room stays for the next burst, rather than grow again from nothing; not
+        // the room of a session's whole table going at once.
+        changes.clear();
+        if changes.capacity() <= 2 * MAX_PENDING_CHANGES {
+            self.pending = changes;
+        }
+    }
+
+    /// Passes best-path changes on, after those of the burst so far.
     async fn propagate(&mut self, changes: Vec<(IpNet, BestChange)>) {
         if changes.is_empty() {
             return;
         }
-        let mut shared: HashMap<AttributeId, Arc<PathAttributes>> = HashMap::new();
-        let batch: Vec<RouteChange> = changes
-            .iter()
-            .map(|(prefix, change)| match change {
-                BestChange::Best(path) => RouteChange::Best {
-                    prefix: *prefix,
-                    attributes: Arc::clone(shared.entry(path.attributes).or_insert_with(|| {
-                        Arc::new(self.store.get(path.attributes).cloned().unwrap_or_default())
-                    })),
-                    from: self
-                        .peers
-                        .get(&path.peer.base())
-                        .map(|entry| entry.config.address),
-                },
-                BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
-            })
-            .collect();
-        let _ = self.routes.send(batch).await;
+        // A prefix may be in both, or twice in `changes` (a peer's path and its stale one).
+        self.pending.extend(changes);
+        self.pending_may_repeat = true;
+        self.flush().await;
+    }
+
+    /// Passes best-path changes (at most one per prefix) to the agent and to every
+    /// Established peer.
+    async fn send_out(&mut self, changes: &[(IpNet, BestChange)]) {
+        // Runs of prefixes share a source and attributes: look each up once per run.
+        let mut last: Option<(Path, Arc<PathAttributes>, Option<IpAddr>)> = None;
+        for chunk in changes.chunks(ROUTE_CHANGES_PER_BATCH) {
+            let batch: Vec<RouteChange> = chunk
+                .iter()
+                .map(|(prefix, change)| match change {
+                    BestChange::Best(path) => {
+                        let (attributes, from) = match &last {
+                            Some((same, attributes, from)) if same == path => {
+                                (Arc::clone(attributes), *from)
+                            }
+                            _ => {
+                                let attributes =
+                                    self.store.shared(path.attributes).unwrap_or_default();
+                                let from = self
+                                    .peers
+                                    .get(&path.peer.base())
+                                    .map(|entry| entry.config.address);
+                                last = Some((*path, Arc::clone(&attributes), from));
+                                (attributes, from)
+                            }
+                        };
+                        RouteChange::Best {
+                            prefix: *prefix,
+                            attributes,
+                            from,
+                        }
+                    }
+                    BestChange::Unreachable => RouteChange::Withdrawn { prefix: *prefix },
+                })
+                .collect();
+            // A slow agent slows the speaker down here, rather than have it queue the
+            // table in memory.
+            let _ = self.routes.send(batch).await;
+        }
         let established: Vec<PeerId> = self
             .peers
             .iter()
@@ -905,7 +1068,7 @@ where
             .map(|(id, _)| *id)
             .collect();
         for id in established {
-            self.send_changes(id, &changes).await;
+            self.send_changes(id, changes).await;
         }
     }
 
@@ -930,10 +1093,12 @@ where
         // computed once per distinct triple, not per prefix (and the policy too, unless it
         // looks at prefixes).
         type Key = (Family, PeerId, AttributeId);
-        let mut exported: HashMap<Key, Option<PathAttributes>> = HashMap::new();
-        let mut grouped: HashMap<Key, Option<usize>> = HashMap::new();
+        let mut exported: HashMap<Key, Option<PathAttributes>, FastHash> = HashMap::default();
+        let mut grouped: HashMap<Key, Option<usize>, FastHash> = HashMap::default();
         let mut groups: Vec<(PathAttributes, Vec<IpNet>)> = Vec::new();
-        let mut group_of: HashMap<(Family, PathAttributes), usize> = HashMap::new();
+        let mut group_of: HashMap<(Family, PathAttributes), usize, FastHash> = HashMap::default();
+        // The group of the previous prefix's source: runs of prefixes share it.
+        let mut last_group: Option<(Key, Option<usize>)> = None;
         let mut group_for =
             |family: Family,
              out: PathAttributes,
@@ -944,6 +1109,12 @@ where
                 })
             };
         let mut withdrawals: Vec<IpNet> = Vec::new();
+        // Taken out for the loop (which does not wait, so nothing else sees it missing)
+        // and put back after: one lookup of the peer, not one per prefix.
+        let mut advertised = match self.peers.get_mut(&to) {
+            Some(entry) => std::mem::take(&mut entry.advertised),
+            None => return,
+        };
         for (prefix, change) in changes {
             let family = prefix_family(prefix);
             if !families.contains(&family) {
@@ -973,36 +1144,40 @@ where
                         out.as_ref()
                             .and_then(|out| policy.apply(prefix, out))
                             .map(|out| group_for(family, out, &mut groups))
+                    } else if let Some((last_key, group)) = last_group
+                        && last_key == key
+                    {
+                        group
                     } else if let Some(group) = grouped.get(&key) {
+                        last_group = Some((key, *group));
                         *group
                     } else {
                         let group = export_of(path)
-                            .and_then(|out| policy.apply(prefix, &out))
+                            .and_then(|out| policy.apply_owned(prefix, out))
                             .map(|out| group_for(family, out, &mut groups));
                         grouped.insert(key, group);
+                        last_group = Some((key, group));
                         group
                     }
                 }
                 BestChange::Unreachable => None,
             };
-            let Some(entry) = self.peers.get_mut(&to) else {
-                return;
-            };
             match group {
                 Some(index) => {
                     groups[index].1.push(*prefix);
-                    entry.advertised.insert(*prefix);
+                    advertised.insert(*prefix);
                 }
                 None => {
-                    if entry.advertised.remove(prefix) {
+                    if advertised.remove(prefix) {
                         withdrawals.push(*prefix);
                     }
                 }
             }
         }
-        let Some(entry) = self.peers.get(&to) else {
+        let Some(entry) = self.peers.get_mut(&to) else {
             return;
         };
+        entry.advertised = advertised;
         let negotiated = entry
             .session
             .as_ref()
@@ -1039,13 +1214,32 @@ where
     }
 }
 
+/// Keeps each prefix's last change only, in the order of those last changes: what the
+/// burst did to the prefix in the end.
+fn keep_last_change(changes: &mut Vec<(IpNet, BestChange)>) {
+    let mut last: HashMap<IpNet, usize, FastHash> = HashMap::default();
+    last.reserve(changes.len());
+    for (index, (prefix, _)) in changes.iter().enumerate() {
+        last.insert(*prefix, index);
+    }
+    let mut index = 0;
+    changes.retain(|(prefix, _)| {
+        let keep = last.get(prefix) == Some(&index);
+        index += 1;
+        keep
+    });
+}
+
 /// The UPDATEs that carry `withdrawals` and the announcement `groups`.
 fn encode_changes(
     withdrawals: &[IpNet],
     groups: &[(PathAttributes, Vec<IpNet>)],
     negotiated: &Negotiated,
 ) -> Vec<u8> {
-    let mut bytes = Vec::new();
+    // Room for what is usual (a /24 takes 4 octets, a set's header and attributes some
+    // 80), so that a burst's UPDATEs are not copied over and over as the buffer grows.
+    let announced: usize = groups.iter().map(|(_, prefixes)| prefixes.len()).sum();
+    let mut bytes = Vec::with_capacity(withdrawals.len() * 5 + announced * 5 + groups.len() * 96);
     let ipv4: Vec<Ipv4Net> = withdrawals
         .iter()
         .filter_map(|p| if let IpNet::V4(p) = p { Some(*p) } else { None })
@@ -1640,6 +1834,86 @@ mod tests {
             }
         );
         assert!(routes(&a).await.is_empty());
+    }
+
+    #[test]
+    fn a_burst_keeps_each_prefixs_last_change_in_order() {
+        let mut store = AttributeStore::default();
+        let ids: Vec<AttributeId> = (0..4)
+            .map(|local_pref| {
+                store.intern(PathAttributes {
+                    local_pref: Some(local_pref),
+                    ..PathAttributes::default()
+                })
+            })
+            .collect();
+        let path = |set: usize| {
+            BestChange::Best(Path {
+                peer: PeerId(1),
+                attributes: ids[set],
+            })
+        };
+        let (p, q, r) = (
+            block("198.51.100.0/24"),
+            block("203.0.113.0/24"),
+            block("192.0.2.0/24"),
+        );
+        let mut changes = vec![
+            (p, path(1)),
+            (q, path(1)),
+            (p, BestChange::Unreachable),
+            (r, path(2)),
+            (q, path(3)),
+        ];
+        keep_last_change(&mut changes);
+        assert_eq!(
+            changes,
+            vec![(p, BestChange::Unreachable), (r, path(2)), (q, path(3))]
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_prefix_announced_and_withdrawn_in_one_read_ends_withdrawn() {
+        let mut a = node(1, 64512, None);
+        let peer: IpAddr = "192.0.2.2".parse().expect("literal");
+        let refuse: Connector<DuplexStream> =
+            Arc::new(|| Box::pin(async { Err(io::Error::other("passive")) }));
+        let config = PeerConfig {
+            passive: true,
+            ..PeerConfig::new(peer, 64513, a.address)
+        };
+        command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
+        wait_for_state(&a, State::Active).await;
+        let mut raw = connect_raw(&a, peer, restarting_open(false)).await;
+        // Three UPDATEs in one write: the reader takes them in one read, the speaker in
+        // one burst.
+        let mut bytes = Vec::new();
+        let withdrawal = Message::Update(Update {
+            withdrawn: vec!["198.51.100.0/24".parse().expect("literal")],
+            ..Update::default()
+        });
+        for message in [
+            announcement(&["198.51.100.0/24"]),
+            withdrawal,
+            announcement(&["203.0.113.0/24"]),
+        ] {
+            message
+                .encode(&Negotiated::default(), &mut bytes)
+                .expect("encodes");
+        }
+        tokio::io::AsyncWriteExt::write_all(&mut raw.stream, &bytes)
+            .await
+            .expect("pipe open");
+        // However the reads fell, the agent ends with 203.0.113.0/24 alone.
+        let mut best = HashSet::new();
+        while !(best.len() == 1 && best.contains(&block("203.0.113.0/24"))) {
+            match next_route(&mut a).await {
+                RouteChange::Best { prefix, .. } => best.insert(prefix),
+                RouteChange::Withdrawn { prefix } => best.remove(&prefix),
+            };
+        }
+        assert_eq!(routes(&a).await, vec![block("203.0.113.0/24")]);
+        assert_eq!(peers(&a).await[0].accepted, 1);
     }
 
     #[tokio::test(start_paused = true)]

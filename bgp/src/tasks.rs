@@ -76,12 +76,17 @@ pub enum PeerEvent {
     Down(SessionError),
     /// An UPDATE received while Established, with its RFC 7606 attribute errors.
     Update(Decoded),
+    /// UPDATEs received while Established, in order: what one read from the socket
+    /// brought. A full table arrives as tens of thousands of UPDATEs; passing them on in
+    /// batches costs one channel send and one wake-up of the speaker per read, not per
+    /// message.
+    Updates(Vec<Decoded>),
     RouteRefresh(Family),
 }
 
-/// How many decoded messages may wait between a reader and its peer task before the
-/// reader stops reading the socket.
-const INBOUND_QUEUE: usize = 64;
+/// How many batches of decoded messages (each what one read brought) may wait between a
+/// reader and its peer task before the reader stops reading the socket.
+const INBOUND_QUEUE: usize = 2;
 /// How much a reader asks of the socket at once: room for several full messages.
 const READ_CHUNK: usize = 64 * 1024;
 
@@ -91,7 +96,8 @@ const READ_CHUNK: usize = 64 * 1024;
 enum Inbound<S> {
     Connected(S),
     ConnectFailed(io::Error),
-    Message(Decoded),
+    /// The messages framed and decoded from one read, in order.
+    Messages(Vec<Decoded>),
     DecodeError(DecodeError),
     /// The socket closed or failed, for reading or for writing.
     Closed(Option<io::Error>),
@@ -133,6 +139,7 @@ pub async fn run_peer<S>(
         inbound_tx,
         generation: 0,
         connecting: None,
+        updates: Vec::new(),
     };
     loop {
         let deadline = peer.next_deadline();
@@ -244,6 +251,9 @@ struct Peer<S> {
     generation: u64,
     /// The generation and task of a connection attempt in progress (the primary's).
     connecting: Option<(u64, JoinHandle<()>)>,
+    /// UPDATEs of the current batch of inbound messages, not yet passed on: they go to
+    /// the speaker together, before any other event (so order is kept).
+    updates: Vec<Decoded>,
 }
 
 impl<S> Peer<S>
@@ -352,14 +362,19 @@ where
         }
     }
 
-    async fn inbound(&mut self, generation: u64, inbound: Inbound<S>) {
-        let which = if self.primary.generation() == Some(generation) {
+    /// The slot whose connection is of `generation`, if any still is.
+    fn which(&self, generation: u64) -> Option<Which> {
+        if self.primary.generation() == Some(generation) {
             Some(Which::Primary)
         } else if self.candidate.as_ref().and_then(Slot::generation) == Some(generation) {
             Some(Which::Candidate)
         } else {
             None
-        };
+        }
+    }
+
+    async fn inbound(&mut self, generation: u64, inbound: Inbound<S>) {
+        let which = self.which(generation);
         match inbound {
             Inbound::Connected(stream) => {
                 if self
@@ -385,10 +400,18 @@ where
             }
             // Late news from a connection already dropped.
             _ if which.is_none() => {}
-            Inbound::Message(decoded) => {
-                if let Some(which) = which {
+            Inbound::Messages(messages) => {
+                self.updates.reserve(messages.len());
+                for decoded in messages {
+                    // A message can end its connection (a NOTIFICATION) or move it to
+                    // the primary slot (a collision resolved): the rest of the batch
+                    // follows the connection, as separate reads would.
+                    let Some(which) = self.which(generation) else {
+                        break;
+                    };
                     self.message(which, decoded).await;
                 }
+                self.flush_updates().await;
             }
             Inbound::DecodeError(error) => {
                 warn!(%error, "malformed message from the peer");
@@ -427,11 +450,10 @@ where
             Message::Update(update) => {
                 self.fsm(which, Event::UpdateReceived).await;
                 if which == Which::Primary && self.primary.session.state() == State::Established {
-                    let decoded = Decoded {
+                    self.updates.push(Decoded {
                         message: Message::Update(update),
                         errors: decoded.errors,
-                    };
-                    self.report(PeerEvent::Update(decoded)).await;
+                    });
                 }
             }
             Message::RouteRefresh(refresh) => {
@@ -588,9 +610,21 @@ where
         }
     }
 
-    async fn report(&self, event: PeerEvent) {
+    async fn report(&mut self, event: PeerEvent) {
+        self.flush_updates().await;
         // The speaker gone means the peer task is about to end: nothing to report to.
         let _ = self.events.send((self.id, event)).await;
+    }
+
+    /// Passes on the UPDATEs gathered so far.
+    async fn flush_updates(&mut self) {
+        if !self.updates.is_empty() {
+            let updates = std::mem::take(&mut self.updates);
+            let _ = self
+                .events
+                .send((self.id, PeerEvent::Updates(updates)))
+                .await;
+        }
     }
 
     fn send(&mut self, which: Which, message: &Message) {
@@ -696,37 +730,49 @@ async fn read_loop<S: AsyncRead>(
     let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK);
     let mut start = 0;
     loop {
-        // Hand over every whole message in the buffer.
+        // Hand over every whole message in the buffer, in one batch, allocated once at its
+        // size: a decoded UPDATE is some 400 octets, and a read of a real table holds
+        // hundreds of them, so growing the batch by doubling copied it over and over.
+        let mut messages = Vec::with_capacity(whole_messages(&buffer[start..]));
+        let mut failure = None;
         loop {
             let length = match message_length(&buffer[start..]) {
                 Ok(Some(length)) if buffer.len() - start >= length => length,
                 Ok(_) => break,
                 Err(error) => {
-                    let _ = inbound
-                        .send((generation, Inbound::DecodeError(error)))
-                        .await;
-                    return;
+                    failure = Some(error);
+                    break;
                 }
             };
             let frame = &buffer[start..start + length];
             start += length;
-            let item = match Message::decode(frame, &negotiated) {
+            match Message::decode(frame, &negotiated) {
                 Ok(decoded) => {
                     if let Message::Open(open) = &decoded.message {
                         negotiated = negotiated_from(open);
                     }
-                    Inbound::Message(decoded)
+                    messages.push(decoded);
                 }
                 Err(error) => {
-                    let _ = inbound
-                        .send((generation, Inbound::DecodeError(error)))
-                        .await;
-                    return;
+                    failure = Some(error);
+                    break;
                 }
-            };
-            if inbound.send((generation, item)).await.is_err() {
-                return;
             }
+        }
+        // What came before a malformed message is handled first, as if read alone.
+        if !messages.is_empty()
+            && inbound
+                .send((generation, Inbound::Messages(messages)))
+                .await
+                .is_err()
+        {
+            return;
+        }
+        if let Some(error) = failure {
+            let _ = inbound
+                .send((generation, Inbound::DecodeError(error)))
+                .await;
+            return;
         }
         // Keep the unread tail at the front, then read more behind it.
         buffer.drain(..start);
@@ -746,6 +792,19 @@ async fn read_loop<S: AsyncRead>(
             }
         }
     }
+}
+
+/// How many whole messages `buffer` starts with (up to the first that is incomplete or
+/// has a malformed header, which decoding then reports).
+fn whole_messages(mut buffer: &[u8]) -> usize {
+    let mut count = 0;
+    while let Ok(Some(length)) = message_length(buffer)
+        && buffer.len() >= length
+    {
+        buffer = &buffer[length..];
+        count += 1;
+    }
+    count
 }
 
 fn negotiated_from(peer_open: &Open) -> Negotiated {
@@ -1004,10 +1063,12 @@ mod tests {
             ..Update::default()
         };
         raw.send(&Message::Update(update.clone()), two_octet).await;
-        let received = wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Update(_))).await;
-        let PeerEvent::Update(decoded) = received else {
+        let received = wait_for(&mut peer.events, |e| matches!(e, PeerEvent::Updates(_))).await;
+        let PeerEvent::Updates(mut updates) = received else {
             unreachable!()
         };
+        assert_eq!(updates.len(), 1);
+        let decoded = updates.remove(0);
         assert!(decoded.errors.is_empty());
         assert_eq!(decoded.message, Message::Update(update));
     }
