@@ -97,6 +97,10 @@ pub struct PeerConfig {
     /// cluster node tells a top-of-rack router, so that the router's route to each block
     /// points at the node that owns it rather than at whichever node told it first.
     pub originated_only: bool,
+    /// The restart time to offer this peer in place of the speaker's (RFC 4724 - Section
+    /// 3): how long it should keep our routes while we restart (Calico's BGPPeer
+    /// `maxRestartTime`).
+    pub restart_time: Option<u16>,
 }
 
 impl PeerConfig {
@@ -116,6 +120,7 @@ impl PeerConfig {
             import_policy: Policy::default(),
             export_policy: Policy::default(),
             originated_only: false,
+            restart_time: None,
         }
     }
 }
@@ -523,7 +528,10 @@ where
                 .map(|settings| GracefulRestart {
                     restart_state: settings.restarting,
                     notification: false,
-                    restart_time: settings.restart_time.min(MAX_RESTART_TIME),
+                    restart_time: config
+                        .restart_time
+                        .unwrap_or(settings.restart_time)
+                        .min(MAX_RESTART_TIME),
                     families: config
                         .families
                         .iter()
@@ -1758,6 +1766,43 @@ mod tests {
             .into_iter()
             .map(|r| (r.prefix, r.stale))
             .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_can_be_offered_its_own_restart_time() {
+        let settings = GracefulRestartSettings {
+            restart_time: 120,
+            restarting: false,
+        };
+        let a = node_with(1, 64512, None, Some(settings));
+        let refuse: Connector<DuplexStream> =
+            Arc::new(|| Box::pin(async { Err(std::io::Error::other("passive")) }));
+        for (last, restart_time, offered) in [(2, None, 120), (3, Some(30), 30)] {
+            let peer: IpAddr = format!("192.0.2.{last}").parse().expect("literal");
+            let config = PeerConfig {
+                passive: true,
+                restart_time,
+                ..PeerConfig::new(peer, 64513, a.address)
+            };
+            command(&a, SpeakerCommand::AddPeer(config, refuse.clone())).await;
+            let (ours, theirs) = tokio::io::duplex(64 * 1024);
+            command(
+                &a,
+                SpeakerCommand::Accepted {
+                    from: peer,
+                    stream: theirs,
+                },
+            )
+            .await;
+            let Message::Open(open) = RawPeer::new(ours).receive().await else {
+                panic!("an OPEN first")
+            };
+            let time = open.capabilities.iter().find_map(|c| match c {
+                crate::packet::Capability::GracefulRestart(gr) => Some(gr.restart_time),
+                _ => None,
+            });
+            assert_eq!(time, Some(offered), "peer {peer}");
+        }
     }
 
     #[tokio::test(start_paused = true)]

@@ -120,6 +120,9 @@ impl Bgp {
             config.route_reflector_client = peer.route_reflector_client;
             config.label = peer.label.to_string();
             config.originated_only = peer.originated_only;
+            config.restart_time = peer
+                .max_restart_time
+                .map(|time| time.as_secs().min(u64::from(u16::MAX)) as u16);
             let dial = if peer.passive {
                 refusing()
             } else {
