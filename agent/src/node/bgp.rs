@@ -43,12 +43,26 @@ pub struct SpeakerGone;
 impl Bgp {
     /// Starts the speaker and listens on `port` on every address (IPv6 listener taking
     /// IPv4 too, as the mesh may use either family). Route changes arrive on `routes`.
+    ///
+    /// `routes` is unbounded, and a relay task moves the speaker's changes onto it: the
+    /// agent's core both sends the speaker commands (thousands of prefixes to originate at
+    /// once, say) and reads its changes, so if the speaker could block on a full change
+    /// channel while the core blocks on the speaker's full command queue, both would wait
+    /// forever.
     pub async fn start(
         config: SpeakerConfig,
         port: u16,
-        routes: mpsc::Sender<Vec<RouteChange>>,
+        routes: mpsc::UnboundedSender<Vec<RouteChange>>,
     ) -> std::io::Result<Bgp> {
         let (commands, commands_rx) = mpsc::channel(1024);
+        let (speaker_routes, mut relayed) = mpsc::channel::<Vec<RouteChange>>(64);
+        tokio::spawn(async move {
+            while let Some(batch) = relayed.recv().await {
+                if routes.send(batch).is_err() {
+                    return;
+                }
+            }
+        });
         let listener = match listen(
             SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), port),
             &[],
@@ -59,7 +73,7 @@ impl Bgp {
         };
         let listener = Arc::new(listener);
         let accept_rules: AcceptRules = Arc::default();
-        let speaker = tokio::spawn(run_speaker(config, commands_rx, routes));
+        let speaker = tokio::spawn(run_speaker(config, commands_rx, speaker_routes));
         let accepting = tokio::spawn(accept_loop(
             Arc::clone(&listener),
             Arc::clone(&accept_rules),
@@ -179,7 +193,7 @@ impl Bgp {
         &mut self,
         config: SpeakerConfig,
         port: u16,
-        routes: mpsc::Sender<Vec<RouteChange>>,
+        routes: mpsc::UnboundedSender<Vec<RouteChange>>,
     ) -> std::io::Result<()> {
         // The port must be free before the new listener binds it: end the accept loop
         // (which holds the listener) and drop our own handle on it.

@@ -71,7 +71,7 @@ struct Agent {
     /// cluster id in the datastore restarts it.
     speaker: SpeakerConfig,
     port: u16,
-    routes_tx: mpsc::Sender<Vec<RouteChange>>,
+    routes_tx: mpsc::UnboundedSender<Vec<RouteChange>>,
     dataplane: Dataplane,
     ipip: IpipSupport,
 
@@ -229,7 +229,7 @@ pub async fn run(config: NodeConfig) -> Result<()> {
         }),
     };
     let port = config.bgp_port.unwrap_or(view.settings.port);
-    let (routes_tx, mut routes_rx) = mpsc::channel(256);
+    let (routes_tx, mut routes_rx) = mpsc::unbounded_channel();
     let bgp = Bgp::start(speaker, port, routes_tx.clone())
         .await
         .with_context(|| format!("listening for BGP on port {port}"))?;

@@ -178,6 +178,24 @@ async fn run(path: &Path) -> Result<()> {
     let (commands, commands_rx) = mpsc::channel(1024);
     let (routes_tx, mut routes) = mpsc::channel(64);
     let speaker = tokio::spawn(run_speaker(config.speaker(), commands_rx, routes_tx));
+    // Drained from the start: the speaker reports a change for every prefix originated
+    // below, and would wait on a full channel while we wait on its full command queue.
+    let logging = tokio::spawn(async move {
+        while let Some(batch) = routes.recv().await {
+            for change in batch {
+                match change {
+                    RouteChange::Best {
+                        prefix,
+                        attributes,
+                        from,
+                    } => {
+                        debug!(%prefix, next_hop = ?attributes.next_hop, ?from, "best route");
+                    }
+                    RouteChange::Withdrawn { prefix } => debug!(%prefix, "withdrawn"),
+                }
+            }
+        }
+    });
 
     // Listen before dialing, so a peer that dials back finds us.
     let address = SocketAddr::new(config.listen, config.port);
@@ -253,22 +271,6 @@ async fn run(path: &Path) -> Result<()> {
         })
     };
     let control = serve_control(&config.control_socket, commands.clone())?;
-    let logging = tokio::spawn(async move {
-        while let Some(batch) = routes.recv().await {
-            for change in batch {
-                match change {
-                    RouteChange::Best {
-                        prefix,
-                        attributes,
-                        from,
-                    } => {
-                        debug!(%prefix, next_hop = ?attributes.next_hop, ?from, "best route");
-                    }
-                    RouteChange::Withdrawn { prefix } => debug!(%prefix, "withdrawn"),
-                }
-            }
-        }
-    });
 
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .context("SIGTERM handler")?;
