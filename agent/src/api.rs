@@ -44,6 +44,8 @@ pub enum Request {
     },
     /// Releases everything a handle holds (idempotent).
     Release { handle: String },
+    /// What a handle holds (the CNI plugin's CHECK), without changing anything.
+    Addresses { handle: String },
 }
 
 /// The answer to one request.
@@ -56,6 +58,9 @@ pub enum Response {
         ipv6: Vec<IpAddr>,
     },
     Released {
+        addresses: Vec<IpAddr>,
+    },
+    Addresses {
         addresses: Vec<IpAddr>,
     },
     Error(String),

@@ -53,6 +53,9 @@ pub use sysctl::{PROTOCOL_NAMES_DIR, enable_ip_forwarding, write_protocol_name};
 /// the numbers `rtnetlink.h` or iproute2's `rt_protos` assign (those stop at 42 below 186).
 pub const ROUTE_PROTOCOL: u8 = 75;
 
+/// The prefix of the host side of every pod's veth (Calico's).
+pub const POD_LINK_PREFIX: &str = "cali";
+
 /// The VXLAN network identifier of `vxlan.tortie` (Calico's).
 pub const VXLAN_VNI: u32 = 4096;
 /// The UDP port of `vxlan.tortie` (IANA's VXLAN port, RFC 7348).
@@ -190,6 +193,15 @@ impl RouteTarget {
                 device: device.canonical(),
             },
         }
+    }
+
+    /// Whether this is a pod's route: `scope link` on a `cali…` veth. The `tortie` CNI
+    /// plugin adds it with the pod's veth (ADD), and the kernel deletes it with the veth
+    /// (DEL), so the reconciler neither reads, keeps nor removes such routes: were they part
+    /// of its state it would delete every pod's route at its next pass, and after a restart
+    /// it could not tell a live pod's route from a stale one better than the kernel does.
+    pub fn is_pod_route(&self) -> bool {
+        matches!(self, RouteTarget::Link { device } if device.name().starts_with(POD_LINK_PREFIX))
     }
 
     /// The device the route leaves through, if any.
@@ -651,5 +663,26 @@ mod tests {
             device: Device::Named("cali0123456789a".to_string()),
         };
         assert_eq!(link.to_string(), "dev cali0123456789a scope link");
+    }
+}
+
+#[cfg(test)]
+mod pod_route_tests {
+    use super::*;
+
+    #[test]
+    fn only_link_routes_on_cali_devices_are_pods() {
+        let link = |name: &str| RouteTarget::Link {
+            device: Device::Named(name.to_string()),
+        };
+        assert!(link("cali0123456789a").is_pod_route());
+        assert!(!link("eth0").is_pod_route());
+        assert!(!RouteTarget::Blackhole.is_pod_route());
+        let via = RouteTarget::Via {
+            gateway: "198.51.100.1".parse().unwrap(),
+            device: Device::Named("cali0123456789a".to_string()),
+            onlink: false,
+        };
+        assert!(!via.is_pod_route());
     }
 }

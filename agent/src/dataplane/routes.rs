@@ -42,7 +42,8 @@ impl KernelRoute {
     }
 }
 
-/// Reads every `proto tortie` route of the main table, IPv4 and IPv6.
+/// Reads every `proto tortie` route of the main table, IPv4 and IPv6, except pods' routes
+/// ([`RouteTarget::is_pod_route`]): those belong to the CNI plugin, not to the reconciler.
 pub(crate) async fn dump(
     handle: &Handle,
     links: &LinkIndex,
@@ -61,6 +62,9 @@ pub(crate) async fn dump(
             .map_err(|e| DataplaneError::netlink(format!("listing {family:?} routes"), e))?
         {
             if let Some((prefix, route)) = parse(message, links) {
+                if route.target.as_ref().is_some_and(RouteTarget::is_pod_route) {
+                    continue;
+                }
                 routes.entry(prefix).or_default().push(route);
             }
         }

@@ -838,6 +838,12 @@ impl Agent {
                     Err(error) => Response::Error(error.to_string()),
                 }
             }
+            Request::Addresses { handle } => {
+                match tokio::task::block_in_place(|| self.ipam.addresses_of(&handle)) {
+                    Ok(addresses) => Response::Addresses { addresses },
+                    Err(error) => Response::Error(error.to_string()),
+                }
+            }
             Request::Status => {
                 let peers = match self.bgp.peers().await {
                     Ok(peers) => peers,
