@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod autodetect;
+pub mod cni;
 pub mod ctl;
 pub mod dataplane;
 pub mod kubernetes;

@@ -1,0 +1,281 @@
+//! ADD, DEL, CHECK and VERSION: each takes the checked input and returns the JSON to print,
+//! or a [`CniError`].
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use super::config::{Invocation, NetworkConfig};
+use super::spec::{self, CniError, CniResult, ErrorCode, Interface, IpConfig, Route};
+use super::wiring::{self, Attachment, GATEWAY_V4, GATEWAY_V6};
+use crate::api::{self, ClientError, Request, Response};
+
+/// How long the plugin waits for an agent that is not (yet) listening: long enough to ride
+/// out an agent restart's socket rebind, short enough for the runtime to retry the pod.
+pub const AGENT_WAIT: Duration = Duration::from_secs(5);
+/// How long one request may take once connected (an assignment may claim a block).
+pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The handle of a pod's addresses: `<network name>.<container ID>` (Calico's).
+pub fn handle(config: &NetworkConfig, invocation: &Invocation) -> String {
+    format!("{}.{}", config.name, invocation.container_id)
+}
+
+/// Asks the agent, retrying while it is not running for at most [`AGENT_WAIT`].
+fn ask(socket: &Path, request: &Request) -> Result<Response, CniError> {
+    let started = Instant::now();
+    loop {
+        match api::call(socket, request, AGENT_TIMEOUT) {
+            Ok(response) => return Ok(response),
+            Err(ClientError::NotRunning { source, .. }) if started.elapsed() < AGENT_WAIT => {
+                tracing::debug!(%source, "agent not answering yet");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(ClientError::NotRunning { source, .. }) => {
+                return Err(CniError::new(
+                    ErrorCode::TryAgainLater,
+                    format!(
+                        "tortie-node is not running on this node (socket {})",
+                        socket.display()
+                    ),
+                    format!(
+                        "waited {} s: {source}; start tortie-node, or set \"agent_socket\" in the network configuration",
+                        AGENT_WAIT.as_secs()
+                    ),
+                ));
+            }
+            Err(ClientError::Refused { message, .. }) => {
+                return Err(CniError::new(
+                    ErrorCode::AgentRefused,
+                    "tortie-node refused the request",
+                    message,
+                ));
+            }
+            Err(error @ ClientError::Protocol { .. }) => {
+                return Err(CniError::new(
+                    ErrorCode::Io,
+                    "tortie-node did not answer properly",
+                    error.to_string(),
+                ));
+            }
+        }
+    }
+}
+
+fn unexpected(response: Response) -> CniError {
+    CniError::new(
+        ErrorCode::Io,
+        "tortie-node answered with something else",
+        format!("{response:?}"),
+    )
+}
+
+fn host_link(invocation: &Invocation) -> String {
+    wiring::host_link_name(invocation.pod(), &invocation.container_id)
+}
+
+/// ADD: addresses from the agent, then the veth; any failure after the assignment undoes
+/// both, so a pod is never left half-wired nor an address held for nothing.
+pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json::Value, CniError> {
+    let netns_path = invocation
+        .netns
+        .as_deref()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is not set", ""))?;
+    // Opened before anything is allocated: a pod whose netns is gone gets nothing.
+    let netns = wiring::open_netns(netns_path)?;
+    let handle = handle(config, invocation);
+    let mut attributes = BTreeMap::new();
+    if let Some((namespace, pod)) = invocation.pod() {
+        attributes.insert("namespace".to_string(), namespace.to_string());
+        attributes.insert("pod".to_string(), pod.to_string());
+    }
+    attributes.insert("container".to_string(), invocation.container_id.clone());
+    let mut pools = Vec::new();
+    if config.assign_ipv4 {
+        pools.extend(config.ipv4_pools.iter().cloned());
+    }
+    if config.assign_ipv6 {
+        pools.extend(config.ipv6_pools.iter().cloned());
+    }
+    let request = Request::Assign {
+        handle: handle.clone(),
+        num4: u32::from(config.assign_ipv4),
+        num6: u32::from(config.assign_ipv6),
+        attributes,
+        pools,
+    };
+    let addresses: Vec<IpAddr> = match ask(&config.agent_socket, &request)? {
+        Response::Assigned { ipv4, ipv6 } => ipv4.into_iter().chain(ipv6).collect(),
+        other => return Err(unexpected(other)),
+    };
+    let host_link = host_link(invocation);
+    let attachment = Attachment {
+        host_link: &host_link,
+        ifname: &invocation.ifname,
+        netns: netns_path,
+        addresses: &addresses,
+        mtu: config.pod_mtu(),
+    };
+    let wired = match wiring::wire(&attachment, &netns) {
+        Ok(wired) => wired,
+        Err(error) => {
+            rollback(config, &handle, &host_link, &error);
+            return Err(error);
+        }
+    };
+    Ok(result(
+        config,
+        invocation,
+        &host_link,
+        &wired.pod_mac,
+        &addresses,
+    ))
+}
+
+/// Undoes a failed ADD; what cannot be undone is logged beside the original error.
+fn rollback(config: &NetworkConfig, handle: &str, host_link: &str, cause: &CniError) {
+    tracing::warn!(%cause, handle, host_link, "ADD failed; rolling back");
+    if let Err(error) = wiring::unwire(host_link) {
+        tracing::error!(%error, host_link, "rollback: the veth could not be removed");
+    }
+    let release = Request::Release {
+        handle: handle.to_string(),
+    };
+    if let Err(error) = ask(&config.agent_socket, &release) {
+        tracing::error!(%error, handle, "rollback: the addresses could not be released");
+    }
+}
+
+fn result(
+    config: &NetworkConfig,
+    invocation: &Invocation,
+    host_link: &str,
+    pod_mac: &str,
+    addresses: &[IpAddr],
+) -> serde_json::Value {
+    let version = &config.cni_version;
+    let with_version = spec::ips_carry_version(version);
+    let ips = addresses
+        .iter()
+        .map(|address| IpConfig {
+            version: with_version.then(|| if address.is_ipv4() { "4" } else { "6" }.to_string()),
+            address: format!("{address}/{}", if address.is_ipv4() { 32 } else { 128 }),
+            gateway: None,
+            interface: Some(1),
+        })
+        .collect();
+    let mut routes = Vec::new();
+    if addresses.iter().any(IpAddr::is_ipv4) {
+        routes.push(Route {
+            dst: "0.0.0.0/0".into(),
+            gw: Some(GATEWAY_V4.into()),
+        });
+    }
+    if addresses.iter().any(IpAddr::is_ipv6) {
+        routes.push(Route {
+            dst: "::/0".into(),
+            gw: Some(GATEWAY_V6.into()),
+        });
+    }
+    let result = CniResult {
+        cni_version: version.clone(),
+        interfaces: vec![
+            Interface {
+                name: host_link.to_string(),
+                mac: "ee:ee:ee:ee:ee:ee".into(),
+                sandbox: None,
+            },
+            Interface {
+                name: invocation.ifname.clone(),
+                mac: pod_mac.to_string(),
+                sandbox: invocation
+                    .netns
+                    .as_ref()
+                    .map(|path| path.display().to_string()),
+            },
+        ],
+        ips,
+        routes,
+        dns: serde_json::json!({}),
+    };
+    serde_json::to_value(result).unwrap_or_default()
+}
+
+/// DEL: the veth (and with it the host route and the pod side), then the addresses. What is
+/// already gone is success, so a runtime may repeat DEL as often as it likes.
+pub fn del(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json::Value, CniError> {
+    wiring::unwire(&host_link(invocation))?;
+    let release = Request::Release {
+        handle: handle(config, invocation),
+    };
+    match ask(&config.agent_socket, &release)? {
+        Response::Released { .. } => Ok(serde_json::Value::Null),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// CHECK: the allocation, the veth, the addresses and the routes, against what ADD made;
+/// every difference is named.
+pub fn check(
+    config: &NetworkConfig,
+    invocation: &Invocation,
+) -> Result<serde_json::Value, CniError> {
+    let netns_path = invocation
+        .netns
+        .as_deref()
+        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is not set", ""))?;
+    let netns = wiring::open_netns(netns_path)?;
+    let handle = handle(config, invocation);
+    let request = Request::Addresses {
+        handle: handle.clone(),
+    };
+    let allocated = match ask(&config.agent_socket, &request)? {
+        Response::Addresses { addresses } => addresses,
+        other => return Err(unexpected(other)),
+    };
+    let mut problems = Vec::new();
+    if allocated.is_empty() {
+        problems.push(format!("tortie-node holds no address for handle {handle}"));
+    }
+    if let Some(previous) = &config.prev_result {
+        for ip in &previous.ips {
+            let address = ip.address.split('/').next().unwrap_or_default();
+            if !allocated.iter().any(|a| a.to_string() == address) {
+                problems.push(format!(
+                    "prevResult's address {} is not allocated to handle {handle}",
+                    ip.address
+                ));
+            }
+        }
+    }
+    let host_link = host_link(invocation);
+    let attachment = Attachment {
+        host_link: &host_link,
+        ifname: &invocation.ifname,
+        netns: netns_path,
+        addresses: &allocated,
+        mtu: config.pod_mtu(),
+    };
+    problems.extend(wiring::check(&attachment, &netns)?);
+    if problems.is_empty() {
+        Ok(serde_json::Value::Null)
+    } else {
+        Err(CniError::new(
+            ErrorCode::CheckFailed,
+            format!(
+                "the attachment of {} is not as ADD left it",
+                invocation.container_id
+            ),
+            problems.join("; "),
+        ))
+    }
+}
+
+/// VERSION: the versions this plugin speaks.
+pub fn version(requested: &str) -> serde_json::Value {
+    serde_json::json!({
+        "cniVersion": requested,
+        "supportedVersions": spec::SUPPORTED_VERSIONS,
+    })
+}

@@ -1,0 +1,260 @@
+//! What a runtime hands the plugin: the `CNI_*` environment and the network configuration on
+//! stdin, checked before anything is done, so that bad input changes nothing.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::spec::{self, CniError, CniResult, ErrorCode};
+use crate::api::DEFAULT_SOCKET;
+
+/// The network configuration (one plugin's entry of a conflist, as the runtime passes it).
+#[derive(Debug, Clone, Deserialize)]
+pub struct NetworkConfig {
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub plugin_type: String,
+    /// The node agent's socket.
+    #[serde(default = "default_socket")]
+    pub agent_socket: PathBuf,
+    /// The pod's MTU; 0 or absent: [`DEFAULT_MTU`].
+    #[serde(default)]
+    pub mtu: u32,
+    /// Whether to give the pod an IPv4 address (default true) and an IPv6 one (default
+    /// false), as Calico's `assign_ipv4` / `assign_ipv6`.
+    #[serde(default = "yes")]
+    pub assign_ipv4: bool,
+    #[serde(default)]
+    pub assign_ipv6: bool,
+    /// Only these pools (names or CIDRs), as Calico's `ipv4_pools` / `ipv6_pools`.
+    #[serde(default)]
+    pub ipv4_pools: Vec<String>,
+    #[serde(default)]
+    pub ipv6_pools: Vec<String>,
+    /// What an earlier plugin (or ADD, for CHECK and DEL) returned.
+    #[serde(default, rename = "prevResult")]
+    pub prev_result: Option<CniResult>,
+}
+
+/// The pod MTU when the configuration gives none: a 1500-byte host network less VXLAN's 50
+/// bytes, the largest encapsulation overhead of IPv4 pools, so a pod's packets fit whatever
+/// the pool's mode (IPIP needs 20). A configured `mtu` is taken as given.
+pub const DEFAULT_MTU: u32 = 1450;
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl NetworkConfig {
+    /// Parses and checks stdin's configuration.
+    pub fn parse(bytes: &[u8]) -> Result<NetworkConfig, CniError> {
+        let config: NetworkConfig = serde_json::from_slice(bytes).map_err(|e| {
+            CniError::new(
+                ErrorCode::Decode,
+                "the network configuration on stdin does not parse",
+                e.to_string(),
+            )
+        })?;
+        if !spec::is_supported(&config.cni_version) {
+            return Err(CniError::new(
+                ErrorCode::IncompatibleVersion,
+                format!("cniVersion {:?} is not supported", config.cni_version),
+                format!("tortie speaks {}", spec::SUPPORTED_VERSIONS.join(", ")),
+            ));
+        }
+        if config.name.is_empty() {
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                "the network configuration has an empty \"name\"",
+                "the name is part of every address's handle (<name>.<container ID>)",
+            ));
+        }
+        if !config.assign_ipv4 && !config.assign_ipv6 {
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                "the network configuration asks for no address",
+                "assign_ipv4 and assign_ipv6 are both false",
+            ));
+        }
+        Ok(config)
+    }
+
+    /// The pod's MTU.
+    pub fn pod_mtu(&self) -> u32 {
+        if self.mtu == 0 { DEFAULT_MTU } else { self.mtu }
+    }
+}
+
+/// The command of `CNI_COMMAND`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Command {
+    Add,
+    Del,
+    Check,
+    Version,
+}
+
+/// The `CNI_*` environment of one invocation.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    pub command: Command,
+    pub container_id: String,
+    /// `CNI_NETNS`; DEL may come without one (the container is gone).
+    pub netns: Option<PathBuf>,
+    pub ifname: String,
+    /// `CNI_ARGS`, `K=V;K=V`.
+    pub args: BTreeMap<String, String>,
+}
+
+impl Invocation {
+    /// Reads the environment through `lookup` (so tests need not touch the process's).
+    pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Invocation, CniError> {
+        let missing = |name: &str| {
+            CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("{name} is not set"),
+                "a container runtime sets CNI_COMMAND, CNI_CONTAINERID, CNI_NETNS and CNI_IFNAME",
+            )
+        };
+        let command = match lookup("CNI_COMMAND").as_deref() {
+            Some("ADD") => Command::Add,
+            Some("DEL") => Command::Del,
+            Some("CHECK") => Command::Check,
+            Some("VERSION") => Command::Version,
+            Some(other) => {
+                return Err(CniError::new(
+                    ErrorCode::InvalidEnvironment,
+                    format!("CNI_COMMAND {other:?} is not supported"),
+                    "tortie knows ADD, DEL, CHECK and VERSION",
+                ));
+            }
+            None => return Err(missing("CNI_COMMAND")),
+        };
+        let non_empty = |name: &str| lookup(name).filter(|value| !value.is_empty());
+        if command == Command::Version {
+            return Ok(Invocation {
+                command,
+                container_id: String::new(),
+                netns: None,
+                ifname: String::new(),
+                args: BTreeMap::new(),
+            });
+        }
+        let container_id =
+            non_empty("CNI_CONTAINERID").ok_or_else(|| missing("CNI_CONTAINERID"))?;
+        let netns = non_empty("CNI_NETNS").map(PathBuf::from);
+        if netns.is_none() && command != Command::Del {
+            return Err(missing("CNI_NETNS"));
+        }
+        let ifname = non_empty("CNI_IFNAME").ok_or_else(|| missing("CNI_IFNAME"))?;
+        if ifname.len() > 15 || ifname.contains('/') || ifname.contains(char::is_whitespace) {
+            return Err(CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("CNI_IFNAME {ifname:?} is not a valid interface name"),
+                "at most 15 characters, no '/' or white space",
+            ));
+        }
+        let args = parse_args(&lookup("CNI_ARGS").unwrap_or_default())?;
+        Ok(Invocation {
+            command,
+            container_id,
+            netns,
+            ifname,
+            args,
+        })
+    }
+
+    /// The pod's namespace and name, from the Kubernetes runtime's `CNI_ARGS`.
+    pub fn pod(&self) -> Option<(&str, &str)> {
+        let name = self.args.get("K8S_POD_NAME")?;
+        let namespace = self
+            .args
+            .get("K8S_POD_NAMESPACE")
+            .map_or("default", String::as_str);
+        Some((namespace, name))
+    }
+}
+
+/// `CNI_ARGS`: `K=V` pairs separated by `;`.
+fn parse_args(text: &str) -> Result<BTreeMap<String, String>, CniError> {
+    let mut args = BTreeMap::new();
+    for pair in text.split(';').filter(|pair| !pair.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(CniError::new(
+                ErrorCode::InvalidEnvironment,
+                format!("CNI_ARGS has {pair:?}, which is not KEY=VALUE"),
+                "CNI_ARGS is KEY=VALUE pairs separated by ';'",
+            ));
+        };
+        args.insert(key.to_string(), value.to_string());
+    }
+    Ok(args)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |key| map.get(key).cloned()
+    }
+
+    #[test]
+    fn reads_a_runtimes_environment() {
+        let invocation = Invocation::from_env(env(&[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_NETNS", "/var/run/netns/x"),
+            ("CNI_IFNAME", "eth0"),
+            (
+                "CNI_ARGS",
+                "IgnoreUnknown=1;K8S_POD_NAMESPACE=web;K8S_POD_NAME=nginx-1",
+            ),
+        ]))
+        .unwrap();
+        assert_eq!(invocation.command, Command::Add);
+        assert_eq!(invocation.pod(), Some(("web", "nginx-1")));
+    }
+
+    #[test]
+    fn add_without_a_netns_is_an_environment_error_and_del_is_not() {
+        let base = [
+            ("CNI_CONTAINERID", "abc"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_COMMAND", "ADD"),
+        ];
+        let error = Invocation::from_env(env(&base)).unwrap_err();
+        assert_eq!(error.code, ErrorCode::InvalidEnvironment);
+        assert!(error.message.contains("CNI_NETNS"), "{error}");
+        let mut del = base;
+        del[2] = ("CNI_COMMAND", "DEL");
+        assert!(Invocation::from_env(env(&del)).unwrap().netns.is_none());
+    }
+
+    #[test]
+    fn bad_configurations_are_named() {
+        let decode = NetworkConfig::parse(b"{not json").unwrap_err();
+        assert_eq!(decode.code, ErrorCode::Decode);
+        let version =
+            NetworkConfig::parse(br#"{"cniVersion":"9.9.9","name":"k8s","type":"tortie"}"#)
+                .unwrap_err();
+        assert_eq!(version.code, ErrorCode::IncompatibleVersion);
+        assert!(version.message.contains("9.9.9"), "{version}");
+        let config =
+            NetworkConfig::parse(br#"{"cniVersion":"1.0.0","name":"k8s","type":"tortie"}"#)
+                .unwrap();
+        assert_eq!(config.pod_mtu(), DEFAULT_MTU);
+        assert!(config.assign_ipv4 && !config.assign_ipv6);
+    }
+}

@@ -1,0 +1,71 @@
+//! The `tortie` CNI plugin (CNI spec 1.1): wires a pod into the node's routed network.
+//!
+//! A runtime runs the plugin with the `CNI_*` environment and the network configuration on
+//! stdin; the plugin prints a result or the spec's error object on stdout and exits non-zero
+//! on error. Addresses come from the node agent over its local socket ([`crate::api`]), so
+//! one process owns the node's IPAM state; the veth, addresses and routes are made here.
+//!
+//! The types are our own (serde) rather than rscni-plugin's: the plugin needs the spec's
+//! JSON and a handful of error codes, runs synchronously, and must control exactly when the
+//! pod netns is entered (a dedicated thread, see [`wiring`]); a framework would add an async
+//! runtime of its choosing and a second error type for that little.
+//!
+//! Pods' host routes (`<ip>/32 dev cali… scope link proto tortie`) are the plugin's, not the
+//! agent reconciler's: the reconciler skips `scope link` routes on `cali*` devices
+//! ([`crate::dataplane::RouteTarget::is_pod_route`]). The kernel deletes them with the veth,
+//! which is exactly the pod's lifetime, and a restarted agent cannot delete a live pod's route.
+//!
+//! One file per concern: [`spec`] (versions, errors, results), [`config`] (stdin and the
+//! environment), [`wiring`] (netlink), [`commands`] (ADD, DEL, CHECK, VERSION).
+
+pub mod commands;
+pub mod config;
+pub mod spec;
+pub mod wiring;
+
+use config::{Command, Invocation, NetworkConfig};
+use spec::{CniError, LATEST_VERSION};
+
+/// Runs one invocation: what to print on stdout, and whether it succeeded.
+pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, bool) {
+    // Errors are written in the configuration's version when it can be read at all.
+    let version = serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()
+        .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
+        .filter(|version| spec::is_supported(version))
+        .unwrap_or_else(|| LATEST_VERSION.to_string());
+    match dispatch(env, stdin) {
+        Ok(serde_json::Value::Null) => (String::new(), true),
+        Ok(value) => (value.to_string(), true),
+        Err(error) => (error.to_json(&version).to_string(), false),
+    }
+}
+
+fn dispatch(
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<serde_json::Value, CniError> {
+    let invocation = Invocation::from_env(env)?;
+    if invocation.command == Command::Version {
+        // VERSION's stdin carries only cniVersion; answer even when it is missing.
+        let requested = serde_json::from_slice::<serde_json::Value>(stdin)
+            .ok()
+            .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| LATEST_VERSION.to_string());
+        return Ok(commands::version(&requested));
+    }
+    let config = NetworkConfig::parse(stdin)?;
+    let span = tracing::info_span!(
+        "cni",
+        command = ?invocation.command,
+        container = %invocation.container_id,
+        network = %config.name
+    );
+    let _entered = span.enter();
+    match invocation.command {
+        Command::Add => commands::add(&config, &invocation),
+        Command::Del => commands::del(&config, &invocation),
+        Command::Check => commands::check(&config, &invocation),
+        Command::Version => unreachable!("answered above"),
+    }
+}

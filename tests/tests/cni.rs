@@ -1,0 +1,403 @@
+//! The `tortie` CNI plugin, invoked as a runtime does (`CNI_*` environment, configuration on
+//! stdin) inside the nodes' namespaces of a two-node cluster: pods get addresses and
+//! `cali*` veths and reach each other and both nodes; CHECK names what is broken; DEL leaves
+//! no trace and may be repeated; bad input is a spec error that changes nothing; parallel
+//! ADDs get distinct addresses; pods' routes survive the agent's reconcile.
+
+use std::time::Duration;
+
+use tortie_tests::cluster::CLUSTER_WAIT;
+use tortie_tests::{Cluster, Exec, Netns, Output, binary, run_in, wait_until};
+
+/// The network configuration a runtime would pass, for node `index`'s agent.
+fn config(cluster: &Cluster, index: usize, version: &str) -> String {
+    serde_json::json!({
+        "cniVersion": version,
+        "name": "k8s-pod-network",
+        "type": "tortie",
+        "agent_socket": cluster.socket(index),
+        "mtu": 1400,
+    })
+    .to_string()
+}
+
+/// Runs the plugin in node `index`'s namespace, as a runtime would.
+fn plugin(cluster: &Cluster, index: usize, env: &[(&str, &str)], stdin: &str) -> Output {
+    Exec::new(binary("tortie"))
+        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(stdin.as_bytes().to_vec())
+        .timeout(Duration::from_secs(60))
+        .run_in(&cluster.lan.hosts[index])
+}
+
+/// A pod: its netns (the test's guard) and what ADD said.
+struct Pod {
+    netns: Netns,
+    node: usize,
+    name: String,
+    address: String,
+    host_link: String,
+}
+
+impl Pod {
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.netns.name())
+    }
+
+    fn container_id(&self) -> String {
+        format!("ctr-{}", self.name)
+    }
+
+    fn env(&self, command: &str) -> Vec<(String, String)> {
+        vec![
+            ("CNI_COMMAND".into(), command.into()),
+            ("CNI_CONTAINERID".into(), self.container_id()),
+            ("CNI_NETNS".into(), self.path()),
+            ("CNI_IFNAME".into(), "eth0".into()),
+            (
+                "CNI_ARGS".into(),
+                format!(
+                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=test;K8S_POD_NAME={}",
+                    self.name
+                ),
+            ),
+        ]
+    }
+
+    fn run(&self, cluster: &Cluster, command: &str, stdin: &str) -> Output {
+        let env = self.env(command);
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        plugin(cluster, self.node, &env, stdin)
+    }
+}
+
+/// Creates a pod on node `node` with ADD and checks the result's shape.
+#[track_caller]
+fn add_pod(cluster: &Cluster, node: usize, name: &str) -> Pod {
+    let mut pod = Pod {
+        netns: Netns::new(&format!("pod-{name}")),
+        node,
+        name: name.to_string(),
+        address: String::new(),
+        host_link: String::new(),
+    };
+    let output = pod.run(cluster, "ADD", &config(cluster, node, "1.0.0"));
+    assert!(output.success(), "ADD of {name}: {output}");
+    let result: serde_json::Value =
+        serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output}"));
+    assert_eq!(result["cniVersion"], "1.0.0", "{result}");
+    let interfaces = result["interfaces"].as_array().expect("interfaces");
+    assert_eq!(interfaces.len(), 2, "{result}");
+    assert_eq!(interfaces[0]["mac"], "ee:ee:ee:ee:ee:ee", "{result}");
+    assert_eq!(interfaces[1]["name"], "eth0", "{result}");
+    assert_eq!(interfaces[1]["sandbox"], pod.path().as_str(), "{result}");
+    assert_eq!(result["routes"][0]["gw"], "169.254.1.1", "{result}");
+    let address = result["ips"][0]["address"].as_str().expect("an address");
+    assert!(
+        address.starts_with("198.18.") && address.ends_with("/32"),
+        "{result}"
+    );
+    pod.address = address.trim_end_matches("/32").to_string();
+    pod.host_link = interfaces[0]["name"]
+        .as_str()
+        .expect("host link")
+        .to_string();
+    assert!(
+        pod.host_link.starts_with("cali") && pod.host_link.len() == 15,
+        "{result}"
+    );
+    pod
+}
+
+#[track_caller]
+fn wait_ping(from: &Netns, to: &str) {
+    wait_until(CLUSTER_WAIT, &format!("{} pings {to}", from.name()), || {
+        let output = run_in(from, "ping", ["-c", "1", "-W", "1", to], &[]);
+        if output.success() {
+            Ok(())
+        } else {
+            Err(format!("{output}"))
+        }
+    });
+}
+
+fn start_cluster(tag: &str) -> Cluster {
+    let mut cluster = Cluster::new(tag, 2, &[("TORTIE_IPV4POOL_IPIP", "Never")]);
+    cluster.start(0);
+    cluster.start(1);
+    cluster.wait_established(0, 1);
+    cluster.wait_established(1, 1);
+    cluster
+}
+
+fn ip(cluster: &Cluster, index: usize, args: &[&str]) -> String {
+    cluster.lan.hosts[index].ip(args).stdout
+}
+
+/// `tortiectl ipam check -o json`: must be clean; returns the number of allocations.
+#[track_caller]
+fn ipam_allocations(cluster: &Cluster) -> u64 {
+    let output = cluster.tortiectl(0, &["ipam", "check", "-o", "json"]);
+    assert!(output.success(), "ipam check: {output}");
+    let report: serde_json::Value =
+        serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output}"));
+    report["allocations"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("{report}"))
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_and_del_leaves_no_trace() {
+    let mut cluster = start_cluster("cni-mesh");
+    let pods: Vec<Pod> = (0..6)
+        .map(|i| add_pod(&cluster, i % 2, &format!("p{i}")))
+        .collect();
+    let mut addresses: Vec<&str> = pods.iter().map(|p| p.address.as_str()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), pods.len(), "distinct addresses");
+
+    // The wiring, as the issue says it should look.
+    let pod = &pods[0];
+    let host_routes = ip(&cluster, 0, &["route", "show", "proto", "75"]);
+    assert!(
+        host_routes.contains(&format!("{} dev {} scope link", pod.address, pod.host_link)),
+        "{host_routes}"
+    );
+    let pod_routes = pod.netns.ip(&["route", "show"]).stdout;
+    assert!(
+        pod_routes.contains("default via 169.254.1.1 dev eth0"),
+        "{pod_routes}"
+    );
+    assert!(
+        pod_routes
+            .lines()
+            .any(|r| r.starts_with("169.254.1.1 dev eth0") && r.contains("scope link")),
+        "{pod_routes}"
+    );
+    let link = pod.netns.ip(&["-d", "link", "show", "eth0"]).stdout;
+    assert!(link.contains("mtu 1400"), "{link}");
+    let proxy_arp = run_in(
+        &cluster.lan.hosts[0],
+        "cat",
+        [format!(
+            "/proc/sys/net/ipv4/conf/{}/proxy_arp",
+            pod.host_link
+        )],
+        &[],
+    )
+    .expect_success();
+    assert_eq!(proxy_arp.stdout.trim(), "1");
+
+    for from in &pods {
+        for to in &pods {
+            if from.name != to.name {
+                wait_ping(&from.netns, &to.address);
+            }
+        }
+        for node in 0..2 {
+            wait_ping(&from.netns, &cluster.lan.v4(node).to_string());
+        }
+    }
+
+    for pod in &pods {
+        let output = pod.run(&cluster, "CHECK", &config(&cluster, pod.node, "1.0.0"));
+        assert!(output.success(), "CHECK of a healthy pod: {output}");
+    }
+
+    // The agent's reconcile (at start) leaves pods' routes alone.
+    cluster.stop(0);
+    cluster.start(0);
+    cluster.wait_established(0, 1);
+    let host_routes = ip(&cluster, 0, &["route", "show", "proto", "75"]);
+    for pod in pods.iter().filter(|p| p.node == 0) {
+        assert!(
+            host_routes.contains(&format!("{} dev {} scope link", pod.address, pod.host_link)),
+            "after the agent's restart: {host_routes}"
+        );
+    }
+    wait_ping(&pods[1].netns, &pods[0].address);
+
+    // CHECK names a deleted route and a missing address.
+    let broken = &pods[0];
+    cluster.lan.hosts[0].ip(&["route", "del", &format!("{}/32", broken.address)]);
+    let output = broken.run(&cluster, "CHECK", &config(&cluster, 0, "1.0.0"));
+    assert!(!output.success(), "{output}");
+    assert!(output.stdout.contains("\"code\":101"), "{output}");
+    assert!(output.stdout.contains("host route"), "{output}");
+    let broken = &pods[2];
+    broken.netns.ip(&[
+        "address",
+        "del",
+        &format!("{}/32", broken.address),
+        "dev",
+        "eth0",
+    ]);
+    let output = broken.run(&cluster, "CHECK", &config(&cluster, 0, "1.0.0"));
+    assert!(!output.success(), "{output}");
+    assert!(output.stdout.contains("lacks its address"), "{output}");
+
+    // DEL removes every trace, and a second DEL succeeds.
+    assert_eq!(ipam_allocations(&cluster), pods.len() as u64);
+    for pod in &pods {
+        for _ in 0..2 {
+            let output = pod.run(&cluster, "DEL", &config(&cluster, pod.node, "1.0.0"));
+            assert!(output.success(), "DEL of {}: {output}", pod.name);
+            assert!(output.stdout.trim().is_empty(), "{output}");
+        }
+    }
+    for node in 0..2 {
+        let links = ip(&cluster, node, &["link", "show"]);
+        assert!(!links.contains("cali"), "node {node}: {links}");
+        let routes = ip(&cluster, node, &["route", "show", "proto", "75"]);
+        assert!(!routes.contains("scope link"), "node {node}: {routes}");
+    }
+    for pod in &pods {
+        let links = pod.netns.ip(&["link", "show"]).stdout;
+        assert!(!links.contains("eth0"), "{}: {links}", pod.name);
+    }
+    assert_eq!(ipam_allocations(&cluster), 0);
+}
+
+/// A plugin's environment, owned.
+type Env<'a> = Vec<(&'a str, String)>;
+
+#[test]
+fn bad_input_is_a_spec_error_and_changes_nothing() {
+    let cluster = start_cluster("cni-bad");
+    let pod_netns = Netns::new("pod-bad");
+    let path = format!("/run/netns/{}", pod_netns.name());
+    let good = config(&cluster, 0, "1.0.0");
+    let base = [
+        ("CNI_COMMAND", "ADD"),
+        ("CNI_CONTAINERID", "ctr-bad"),
+        ("CNI_NETNS", path.as_str()),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_ARGS", "K8S_POD_NAMESPACE=test;K8S_POD_NAME=bad"),
+    ];
+    let with = |key: &str, value: Option<&str>| -> Env {
+        let mut env: Env = base
+            .iter()
+            .filter(|(k, _)| *k != key)
+            .map(|(k, v)| (*k, v.to_string()))
+            .collect();
+        if let Some(value) = value {
+            env.push((
+                base.iter().find(|(k, _)| *k == key).unwrap().0,
+                value.to_string(),
+            ));
+        }
+        env
+    };
+    let cases: Vec<(&str, Env, String, u64)> = vec![
+        (
+            "malformed JSON",
+            with("", None),
+            "{\"cniVersion\": ".to_string(),
+            6,
+        ),
+        (
+            "an unknown cniVersion",
+            with("", None),
+            config(&cluster, 0, "0.2.9"),
+            1,
+        ),
+        ("no CNI_NETNS", with("CNI_NETNS", None), good.clone(), 4),
+        (
+            "a netns that does not exist",
+            with("CNI_NETNS", Some("/run/netns/tt-no-such-netns")),
+            good.clone(),
+            3,
+        ),
+    ];
+    for (what, env, stdin, code) in cases {
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let output = plugin(&cluster, 0, &env, &stdin);
+        assert!(!output.success(), "{what}: {output}");
+        let error: serde_json::Value = serde_json::from_str(&output.stdout)
+            .unwrap_or_else(|e| panic!("{what}: the error is not JSON ({e}): {output}"));
+        assert_eq!(error["code"], code, "{what}: {error}");
+        assert!(
+            error["msg"].as_str().is_some_and(|m| !m.is_empty()),
+            "{what}: {error}"
+        );
+        assert!(error["cniVersion"].is_string(), "{what}: {error}");
+    }
+    let links = ip(&cluster, 0, &["link", "show"]);
+    assert!(!links.contains("cali"), "{links}");
+    assert_eq!(ipam_allocations(&cluster), 0, "nothing allocated");
+
+    // A failure after the assignment (the pod already has an `lo`) is rolled back.
+    let env: Vec<(&str, String)> = with("CNI_IFNAME", Some("lo"));
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let output = plugin(&cluster, 0, &env, &good);
+    assert!(!output.success(), "{output}");
+    assert!(output.stdout.contains("\"code\":5"), "{output}");
+    assert!(
+        output.stdout.contains("cannot create the veth pair"),
+        "{output}"
+    );
+    let links = ip(&cluster, 0, &["link", "show"]);
+    assert!(!links.contains("cali"), "rolled back: {links}");
+    assert_eq!(ipam_allocations(&cluster), 0, "the assignment was released");
+
+    // An agent that is not there: named, after a short wait.
+    let mut missing = serde_json::from_str::<serde_json::Value>(&good).unwrap();
+    missing["agent_socket"] = cluster
+        .scratch
+        .join("nowhere.sock")
+        .display()
+        .to_string()
+        .into();
+    let output = plugin(&cluster, 0, &base, &missing.to_string());
+    assert!(!output.success(), "{output}");
+    assert!(
+        output
+            .stdout
+            .contains("tortie-node is not running on this node"),
+        "{output}"
+    );
+    assert!(output.stdout.contains("\"code\":11"), "{output}");
+
+    // VERSION lists every version of the issue.
+    let output = plugin(
+        &cluster,
+        0,
+        &[("CNI_COMMAND", "VERSION")],
+        "{\"cniVersion\":\"1.1.0\"}",
+    );
+    assert!(output.success(), "{output}");
+    for version in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"] {
+        assert!(output.stdout.contains(version), "{output}");
+    }
+}
+
+#[test]
+fn parallel_adds_get_distinct_addresses() {
+    let cluster = start_cluster("cni-par");
+    const PODS: usize = 8;
+    let pods: Vec<Pod> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..PODS)
+            .map(|i| {
+                let cluster = &cluster;
+                scope.spawn(move || add_pod(cluster, 0, &format!("par{i}")))
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("an ADD panicked"))
+            .collect()
+    });
+    let mut addresses: Vec<&str> = pods.iter().map(|p| p.address.as_str()).collect();
+    addresses.sort();
+    addresses.dedup();
+    assert_eq!(addresses.len(), PODS, "{addresses:?}");
+    assert_eq!(ipam_allocations(&cluster), PODS as u64);
+    for pod in &pods {
+        wait_ping(&pod.netns, &cluster.lan.v4(1).to_string());
+        let output = pod.run(&cluster, "DEL", &config(&cluster, 0, "0.4.0"));
+        assert!(output.success(), "{output}");
+    }
+    assert_eq!(ipam_allocations(&cluster), 0);
+}
