@@ -46,6 +46,11 @@ pub enum Request {
     Release { handle: String },
     /// What a handle holds (the CNI plugin's CHECK), without changing anything.
     Addresses { handle: String },
+    /// The handles starting with `prefix` that hold addresses assigned on this node (the
+    /// CNI plugin's GC: `<network name>.` lists that network's attachments here).
+    Handles { prefix: String },
+    /// How many addresses the enabled pools have free (the CNI plugin's STATUS).
+    Capacity,
 }
 
 /// The answer to one request.
@@ -62,6 +67,13 @@ pub enum Response {
     },
     Addresses {
         addresses: Vec<IpAddr>,
+    },
+    Handles {
+        handles: Vec<String>,
+    },
+    Capacity {
+        free_ipv4: u64,
+        free_ipv6: u64,
     },
     Error(String),
 }

@@ -401,3 +401,69 @@ fn parallel_adds_get_distinct_addresses() {
     }
     assert_eq!(ipam_allocations(&cluster), 0);
 }
+
+/// Runs a network-wide command (GC, STATUS) of the plugin with `config` on node `index`.
+fn network_command(cluster: &Cluster, index: usize, command: &str, config: &str) -> Output {
+    plugin(cluster, index, &[("CNI_COMMAND", command)], config)
+}
+
+#[test]
+fn gc_frees_exactly_the_stale_attachments_and_status_says_ready() {
+    let cluster = start_cluster("cni-gc");
+    let pods: Vec<Pod> = (0..4)
+        .map(|i| add_pod(&cluster, usize::from(i == 3), &format!("gc{i}")))
+        .collect();
+    assert_eq!(ipam_allocations(&cluster), 4);
+
+    // Node 0's runtime still knows gc0 only: gc1 and gc2 go; node 1's gc3 is not node 0's.
+    let mut config: serde_json::Value =
+        serde_json::from_str(&config(&cluster, 0, "1.1.0")).unwrap();
+    config["cni.dev/valid-attachments"] =
+        serde_json::json!([{"containerID": pods[0].container_id(), "ifname": "eth0"}]);
+    let output = network_command(&cluster, 0, "GC", &config.to_string());
+    assert!(output.success(), "{output}");
+    assert_eq!(ipam_allocations(&cluster), 2);
+    for pod in [&pods[0], &pods[3]] {
+        let output = pod.run(
+            &cluster,
+            "CHECK",
+            &self::config(&cluster, pod.node, "1.1.0"),
+        );
+        assert!(output.success(), "{} survives GC: {output}", pod.name);
+    }
+    let output = pods[1].run(&cluster, "CHECK", &self::config(&cluster, 0, "1.1.0"));
+    assert!(output.stdout.contains("holds no address"), "{output}");
+
+    // GC without the list is refused rather than taken as "nothing is valid".
+    let output = network_command(&cluster, 0, "GC", &self::config(&cluster, 0, "1.1.0"));
+    assert!(!output.success(), "{output}");
+    assert!(output.stdout.contains("valid-attachments"), "{output}");
+    assert_eq!(ipam_allocations(&cluster), 2);
+
+    // STATUS: ready with the agent and an IPv4 pool; not with no IPv6 pool or no agent.
+    let output = network_command(&cluster, 0, "STATUS", &self::config(&cluster, 0, "1.1.0"));
+    assert!(output.success(), "{output}");
+    let mut v6 = config.clone();
+    v6["assign_ipv6"] = true.into();
+    let output = network_command(&cluster, 0, "STATUS", &v6.to_string());
+    assert!(!output.success(), "{output}");
+    assert!(output.stdout.contains("\"code\":50"), "{output}");
+    assert!(output.stdout.contains("IPv6 pool"), "{output}");
+    let mut nowhere = config.clone();
+    nowhere["agent_socket"] = cluster
+        .scratch
+        .join("nowhere.sock")
+        .display()
+        .to_string()
+        .into();
+    let output = network_command(&cluster, 0, "STATUS", &nowhere.to_string());
+    assert!(!output.success(), "{output}");
+    assert!(output.stdout.contains("\"code\":50"), "{output}");
+    assert!(output.stdout.contains("not running"), "{output}");
+
+    for pod in &pods {
+        let output = pod.run(&cluster, "DEL", &self::config(&cluster, pod.node, "1.1.0"));
+        assert!(output.success(), "{output}");
+    }
+    assert_eq!(ipam_allocations(&cluster), 0);
+}

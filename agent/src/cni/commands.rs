@@ -279,3 +279,65 @@ pub fn version(requested: &str) -> serde_json::Value {
         "supportedVersions": spec::SUPPORTED_VERSIONS,
     })
 }
+
+/// GC (spec 1.1): releases this network's handles on this node whose container is not in
+/// `cni.dev/valid-attachments`. Only allocations go: a stale veth's name comes from its
+/// pod's name, which GC is not told, and the kernel removes a veth with its netns anyway.
+pub fn gc(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
+    let Some(valid) = &config.valid_attachments else {
+        return Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            "GC needs \"cni.dev/valid-attachments\" in the configuration",
+            "without it every attachment would look stale",
+        ));
+    };
+    let prefix = format!("{}.", config.name);
+    let valid: std::collections::HashSet<String> = valid
+        .iter()
+        .map(|attachment| format!("{prefix}{}", attachment.container_id))
+        .collect();
+    let handles = match ask(&config.agent_socket, &Request::Handles { prefix })? {
+        Response::Handles { handles } => handles,
+        other => return Err(unexpected(other)),
+    };
+    for handle in handles.into_iter().filter(|handle| !valid.contains(handle)) {
+        tracing::info!(handle, "GC: releasing a stale attachment's addresses");
+        match ask(&config.agent_socket, &Request::Release { handle })? {
+            Response::Released { .. } => {}
+            other => return Err(unexpected(other)),
+        }
+    }
+    Ok(serde_json::Value::Null)
+}
+
+/// STATUS (spec 1.1): ready when the agent answers and an enabled pool of each family the
+/// configuration asks for has a free address (node selectors and block limits are not
+/// weighed: ADD may still find no room for this node).
+pub fn status(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
+    let not_available = |details: String| {
+        CniError::new(
+            ErrorCode::NotAvailable,
+            "tortie cannot wire pods on this node now",
+            details,
+        )
+    };
+    let (free_ipv4, free_ipv6) = match ask(&config.agent_socket, &Request::Capacity) {
+        Ok(Response::Capacity {
+            free_ipv4,
+            free_ipv6,
+        }) => (free_ipv4, free_ipv6),
+        Ok(other) => return Err(unexpected(other)),
+        Err(error) => return Err(not_available(error.to_string())),
+    };
+    if config.assign_ipv4 && free_ipv4 == 0 {
+        return Err(not_available(
+            "no enabled IPv4 pool has a free address".into(),
+        ));
+    }
+    if config.assign_ipv6 && free_ipv6 == 0 {
+        return Err(not_available(
+            "no enabled IPv6 pool has a free address".into(),
+        ));
+    }
+    Ok(serde_json::Value::Null)
+}

@@ -34,9 +34,21 @@ pub struct NetworkConfig {
     pub ipv4_pools: Vec<String>,
     #[serde(default)]
     pub ipv6_pools: Vec<String>,
+    /// GC's list of the attachments still in use: every other one of this network goes.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
     /// What an earlier plugin (or ADD, for CHECK and DEL) returned.
     #[serde(default, rename = "prevResult")]
     pub prev_result: Option<CniResult>,
+}
+
+/// One entry of `cni.dev/valid-attachments`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ValidAttachment {
+    #[serde(rename = "containerID")]
+    pub container_id: String,
+    #[serde(default)]
+    pub ifname: String,
 }
 
 /// The pod MTU when the configuration gives none: a 1500-byte host network less VXLAN's 50
@@ -99,6 +111,10 @@ pub enum Command {
     Del,
     Check,
     Version,
+    /// Spec 1.1: release what belongs to attachments no longer valid.
+    Gc,
+    /// Spec 1.1: can the plugin serve ADD now?
+    Status,
 }
 
 /// The `CNI_*` environment of one invocation.
@@ -128,17 +144,20 @@ impl Invocation {
             Some("DEL") => Command::Del,
             Some("CHECK") => Command::Check,
             Some("VERSION") => Command::Version,
+            Some("GC") => Command::Gc,
+            Some("STATUS") => Command::Status,
             Some(other) => {
                 return Err(CniError::new(
                     ErrorCode::InvalidEnvironment,
                     format!("CNI_COMMAND {other:?} is not supported"),
-                    "tortie knows ADD, DEL, CHECK and VERSION",
+                    "tortie knows ADD, DEL, CHECK, GC, STATUS and VERSION",
                 ));
             }
             None => return Err(missing("CNI_COMMAND")),
         };
         let non_empty = |name: &str| lookup(name).filter(|value| !value.is_empty());
-        if command == Command::Version {
+        if matches!(command, Command::Version | Command::Gc | Command::Status) {
+            // These concern the network, not one container: no other variable is needed.
             return Ok(Invocation {
                 command,
                 container_id: String::new(),
@@ -240,6 +259,21 @@ mod tests {
         let mut del = base;
         del[2] = ("CNI_COMMAND", "DEL");
         assert!(Invocation::from_env(env(&del)).unwrap().netns.is_none());
+    }
+
+    #[test]
+    fn gc_and_status_need_no_container() {
+        for command in ["GC", "STATUS", "VERSION"] {
+            let invocation = Invocation::from_env(env(&[("CNI_COMMAND", command)])).unwrap();
+            assert!(invocation.container_id.is_empty());
+        }
+        let config = NetworkConfig::parse(
+            br#"{"cniVersion":"1.1.0","name":"k8s","type":"tortie",
+                "cni.dev/valid-attachments":[{"containerID":"c1","ifname":"eth0"}]}"#,
+        )
+        .unwrap();
+        let valid = config.valid_attachments.unwrap();
+        assert_eq!(valid[0].container_id, "c1");
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! which is exactly the pod's lifetime, and a restarted agent cannot delete a live pod's route.
 //!
 //! One file per concern: [`spec`] (versions, errors, results), [`config`] (stdin and the
-//! environment), [`wiring`] (netlink), [`commands`] (ADD, DEL, CHECK, VERSION).
+//! environment), [`wiring`] (netlink), [`commands`] (ADD, DEL, CHECK, GC, STATUS, VERSION).
 
 pub mod commands;
 pub mod config;
@@ -66,6 +66,8 @@ fn dispatch(
         Command::Add => commands::add(&config, &invocation),
         Command::Del => commands::del(&config, &invocation),
         Command::Check => commands::check(&config, &invocation),
+        Command::Gc => commands::gc(&config),
+        Command::Status => commands::status(&config),
         Command::Version => unreachable!("answered above"),
     }
 }

@@ -24,6 +24,8 @@ pub enum ErrorCode {
     Decode = 6,
     InvalidConfig = 7,
     TryAgainLater = 11,
+    /// STATUS: the plugin cannot serve ADD now.
+    NotAvailable = 50,
     /// The node agent refused the request (no pool with room, say).
     AgentRefused = 100,
     /// CHECK found the attachment not as ADD left it.

@@ -23,6 +23,7 @@ use tortie_bgp::daemon::PeerRow;
 use tortie_bgp::neighbor::State;
 use tortie_bgp::packet::Family as BgpFamily;
 use tortie_bgp::speaker::{GracefulRestartSettings, PeerStatus, RouteChange, SpeakerConfig};
+use tortie_ipam::block::ATTRIBUTE_NODE;
 use tortie_ipam::model::{EncapsulationMode, Family, IPPool};
 use tortie_ipam::{AutoAssignArgs, Ipam, SqliteStore, Store, TunnelType};
 use tracing::{error, info, warn};
@@ -844,6 +845,43 @@ impl Agent {
                     Err(error) => Response::Error(error.to_string()),
                 }
             }
+            Request::Handles { prefix } => {
+                let node = self.node_name().to_string();
+                let blocks = tokio::task::block_in_place(|| self.ipam.blocks());
+                match blocks {
+                    Ok(blocks) => {
+                        let handles: BTreeSet<String> = blocks
+                            .iter()
+                            .flat_map(|block| block.allocations_iter())
+                            .filter(|view| view.secondary(ATTRIBUTE_NODE) == Some(node.as_str()))
+                            .filter_map(|view| view.handle_id())
+                            .filter(|handle| handle.starts_with(&prefix))
+                            .map(str::to_string)
+                            .collect();
+                        Response::Handles {
+                            handles: handles.into_iter().collect(),
+                        }
+                    }
+                    Err(error) => Response::Error(error.to_string()),
+                }
+            }
+            Request::Capacity => match tokio::task::block_in_place(|| self.ipam.utilization()) {
+                Ok(usage) => {
+                    let free = |v4: bool| {
+                        usage
+                            .pools
+                            .iter()
+                            .filter(|pool| !pool.disabled && pool.cidr.addr().is_ipv4() == v4)
+                            .map(|pool| u64::try_from(pool.free).unwrap_or(u64::MAX))
+                            .fold(0u64, u64::saturating_add)
+                    };
+                    Response::Capacity {
+                        free_ipv4: free(true),
+                        free_ipv6: free(false),
+                    }
+                }
+                Err(error) => Response::Error(error.to_string()),
+            },
             Request::Status => {
                 let peers = match self.bgp.peers().await {
                     Ok(peers) => peers,
