@@ -14,6 +14,8 @@ packages=(
   busybox-static     # kmod and cpio build the VM's initramfs
   kmod
   cpio
+  containernetworking-plugins  # the reference CNI plugins (bridge, macvlan, portmap, ...) in
+                               # /usr/lib/cni, chained with tortie and used with tortie-ipam
 )
 
 missing=()
@@ -35,5 +37,6 @@ fi
 
 echo "test dependencies: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq
-apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# One apt at a time on a shared machine: other jobs may be installing too.
+flock /tmp/apt.lock apt-get update -qq
+flock /tmp/apt.lock apt-get install -y -qq --no-install-recommends "${missing[@]}"

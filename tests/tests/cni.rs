@@ -467,3 +467,72 @@ fn gc_frees_exactly_the_stale_attachments_and_status_says_ready() {
     }
     assert_eq!(ipam_allocations(&cluster), 0);
 }
+
+/// The reference `bridge` plugin, with tortie-ipam's addresses, on node `index`.
+fn bridge_config(cluster: &Cluster, index: usize) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "bridge-net",
+        "type": "bridge",
+        "bridge": "br-tt",
+        "isGateway": false,
+        "ipMasq": false,
+        "ipam": {
+            "type": "tortie-ipam",
+            "agent_socket": cluster.socket(index),
+            "routes": [{"dst": "198.18.0.0/16"}],
+        },
+    })
+    .to_string()
+}
+
+fn bridge(cluster: &Cluster, pod: &Netns, container: &str, command: &str) -> Output {
+    let reference = "/usr/lib/cni/bridge";
+    assert!(
+        std::path::Path::new(reference).is_file(),
+        "{reference} is missing: install containernetworking-plugins (scripts/install-test-deps.sh)"
+    );
+    Exec::new(reference)
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", container)
+        .env("CNI_NETNS", format!("/run/netns/{}", pod.name()))
+        .env("CNI_IFNAME", "eth0")
+        .env(
+            "CNI_PATH",
+            format!("{}:/usr/lib/cni", tortie_tests::bin_dir().display()),
+        )
+        .stdin(bridge_config(cluster, 0).into_bytes())
+        .timeout(Duration::from_secs(60))
+        .run_in(&cluster.lan.hosts[0])
+}
+
+#[test]
+fn the_reference_bridge_plugin_wires_pods_with_tortie_ipam() {
+    let cluster = start_cluster("cni-br");
+    let pods: Vec<(Netns, String, String)> = (0..2)
+        .map(|i| {
+            let netns = Netns::new(&format!("br{i}"));
+            let container = format!("br-ctr-{i}");
+            let output = bridge(&cluster, &netns, &container, "ADD");
+            assert!(output.success(), "bridge ADD: {output}");
+            let result: serde_json::Value =
+                serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output}"));
+            let address = result["ips"][0]["address"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{result}"))
+                .trim_end_matches("/32")
+                .to_string();
+            assert!(address.starts_with("198.18."), "{result}");
+            (netns, container, address)
+        })
+        .collect();
+    assert_ne!(pods[0].2, pods[1].2);
+    assert_eq!(ipam_allocations(&cluster), 2);
+    wait_ping(&pods[0].0, &pods[1].2);
+    wait_ping(&pods[1].0, &pods[0].2);
+    for (netns, container, _) in &pods {
+        let output = bridge(&cluster, netns, container, "DEL");
+        assert!(output.success(), "bridge DEL: {output}");
+    }
+    assert_eq!(ipam_allocations(&cluster), 0);
+}

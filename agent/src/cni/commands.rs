@@ -23,7 +23,7 @@ pub fn handle(config: &NetworkConfig, invocation: &Invocation) -> String {
 }
 
 /// Asks the agent, retrying while it is not running for at most [`AGENT_WAIT`].
-fn ask(socket: &Path, request: &Request) -> Result<Response, CniError> {
+pub(super) fn ask(socket: &Path, request: &Request) -> Result<Response, CniError> {
     let started = Instant::now();
     loop {
         match api::call(socket, request, AGENT_TIMEOUT) {
@@ -63,7 +63,7 @@ fn ask(socket: &Path, request: &Request) -> Result<Response, CniError> {
     }
 }
 
-fn unexpected(response: Response) -> CniError {
+pub(super) fn unexpected(response: Response) -> CniError {
     CniError::new(
         ErrorCode::Io,
         "tortie-node answered with something else",

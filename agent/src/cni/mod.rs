@@ -15,11 +15,15 @@
 //! ([`crate::dataplane::RouteTarget::is_pod_route`]). The kernel deletes them with the veth,
 //! which is exactly the pod's lifetime, and a restarted agent cannot delete a live pod's route.
 //!
+//! `tortie-ipam` ([`ipam_plugin`]) is the same agent client as an IPAM plugin for other
+//! interface plugins.
+//!
 //! One file per concern: [`spec`] (versions, errors, results), [`config`] (stdin and the
 //! environment), [`wiring`] (netlink), [`commands`] (ADD, DEL, CHECK, GC, STATUS, VERSION).
 
 pub mod commands;
 pub mod config;
+pub mod ipam_plugin;
 pub mod spec;
 pub mod wiring;
 
@@ -28,17 +32,21 @@ use spec::{CniError, LATEST_VERSION};
 
 /// Runs one invocation: what to print on stdout, and whether it succeeded.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, bool) {
-    // Errors are written in the configuration's version when it can be read at all.
-    let version = serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
-        .filter(|version| spec::is_supported(version))
-        .unwrap_or_else(|| LATEST_VERSION.to_string());
+    let version = version_of(stdin);
     match dispatch(env, stdin) {
         Ok(serde_json::Value::Null) => (String::new(), true),
         Ok(value) => (value.to_string(), true),
         Err(error) => (error.to_json(&version).to_string(), false),
     }
+}
+
+/// The version errors are written in: the configuration's when it can be read at all.
+fn version_of(stdin: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()
+        .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
+        .filter(|version| spec::is_supported(version))
+        .unwrap_or_else(|| LATEST_VERSION.to_string())
 }
 
 fn dispatch(

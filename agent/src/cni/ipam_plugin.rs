@@ -1,0 +1,203 @@
+//! `tortie-ipam`: tortie's addresses for any interface plugin (the reference `bridge`,
+//! `macvlan`, `ipvlan`, and so Multus secondary networks). It only assigns and releases,
+//! through the node agent like `tortie`; the interface plugin wires the pod.
+//!
+//! Addresses are returned as /32 (/128), with no gateway: a pool's addresses are spread over
+//! nodes' blocks, so no subnet is the pod's own and no address of it is free to serve as a
+//! gateway. Reachability comes from the configuration's `routes` (e.g. the pool's CIDR with
+//! no `gw`: on-link, so pods on one bridge or parent reach each other directly).
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::commands::{self, ask};
+use super::config::{Command, Invocation};
+use super::spec::{self, CniError, CniResult, ErrorCode, IpConfig, LATEST_VERSION, Route};
+use crate::api::{DEFAULT_SOCKET, Request, Response};
+
+/// The network configuration as an IPAM plugin sees it: tortie's keys are under `ipam`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpamNetworkConfig {
+    #[serde(rename = "cniVersion")]
+    pub cni_version: String,
+    pub name: String,
+    pub ipam: IpamConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct IpamConfig {
+    #[serde(default = "default_socket")]
+    pub agent_socket: PathBuf,
+    #[serde(default = "yes")]
+    pub assign_ipv4: bool,
+    #[serde(default)]
+    pub assign_ipv6: bool,
+    #[serde(default)]
+    pub ipv4_pools: Vec<String>,
+    #[serde(default)]
+    pub ipv6_pools: Vec<String>,
+    /// Routes for the result, as host-local's `routes`.
+    #[serde(default)]
+    pub routes: Vec<Route>,
+}
+
+fn default_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_SOCKET)
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn parse(bytes: &[u8]) -> Result<IpamNetworkConfig, CniError> {
+    let config: IpamNetworkConfig = serde_json::from_slice(bytes).map_err(|e| {
+        CniError::new(
+            ErrorCode::Decode,
+            "the network configuration on stdin does not parse (tortie-ipam reads \"name\" and \"ipam\")",
+            e.to_string(),
+        )
+    })?;
+    if !spec::is_supported(&config.cni_version) {
+        return Err(CniError::new(
+            ErrorCode::IncompatibleVersion,
+            format!("cniVersion {:?} is not supported", config.cni_version),
+            format!("tortie-ipam speaks {}", spec::SUPPORTED_VERSIONS.join(", ")),
+        ));
+    }
+    if !config.ipam.assign_ipv4 && !config.ipam.assign_ipv6 {
+        return Err(CniError::new(
+            ErrorCode::InvalidConfig,
+            "the ipam configuration asks for no address",
+            "ipam.assign_ipv4 and ipam.assign_ipv6 are both false",
+        ));
+    }
+    Ok(config)
+}
+
+/// Runs one invocation of `tortie-ipam`: what to print, and whether it succeeded.
+pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, bool) {
+    let version = super::version_of(stdin);
+    match dispatch(env, stdin) {
+        Ok(serde_json::Value::Null) => (String::new(), true),
+        Ok(value) => (value.to_string(), true),
+        Err(error) => (error.to_json(&version).to_string(), false),
+    }
+}
+
+fn dispatch(
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<serde_json::Value, CniError> {
+    let invocation = Invocation::from_env(env)?;
+    if invocation.command == Command::Version {
+        let requested = serde_json::from_slice::<serde_json::Value>(stdin)
+            .ok()
+            .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
+            .unwrap_or_else(|| LATEST_VERSION.to_string());
+        return Ok(commands::version(&requested));
+    }
+    let config = parse(stdin)?;
+    let handle = format!("{}.{}", config.name, invocation.container_id);
+    let socket = &config.ipam.agent_socket;
+    match invocation.command {
+        Command::Add => {
+            let mut attributes = BTreeMap::new();
+            if let Some((namespace, pod)) = invocation.pod() {
+                attributes.insert("namespace".to_string(), namespace.to_string());
+                attributes.insert("pod".to_string(), pod.to_string());
+            }
+            let mut pools = Vec::new();
+            if config.ipam.assign_ipv4 {
+                pools.extend(config.ipam.ipv4_pools.iter().cloned());
+            }
+            if config.ipam.assign_ipv6 {
+                pools.extend(config.ipam.ipv6_pools.iter().cloned());
+            }
+            let request = Request::Assign {
+                handle,
+                num4: u32::from(config.ipam.assign_ipv4),
+                num6: u32::from(config.ipam.assign_ipv6),
+                attributes,
+                pools,
+            };
+            match ask(socket, &request)? {
+                Response::Assigned { ipv4, ipv6 } => {
+                    let addresses: Vec<IpAddr> = ipv4.into_iter().chain(ipv6).collect();
+                    Ok(result(&config, &addresses))
+                }
+                other => Err(commands::unexpected(other)),
+            }
+        }
+        Command::Del => match ask(socket, &Request::Release { handle })? {
+            Response::Released { .. } => Ok(serde_json::Value::Null),
+            other => Err(commands::unexpected(other)),
+        },
+        Command::Check => match ask(
+            socket,
+            &Request::Addresses {
+                handle: handle.clone(),
+            },
+        )? {
+            Response::Addresses { addresses } if addresses.is_empty() => Err(CniError::new(
+                ErrorCode::CheckFailed,
+                format!("tortie-node holds no address for handle {handle}"),
+                "",
+            )),
+            Response::Addresses { .. } => Ok(serde_json::Value::Null),
+            other => Err(commands::unexpected(other)),
+        },
+        Command::Gc | Command::Status => Err(CniError::new(
+            ErrorCode::InvalidEnvironment,
+            format!(
+                "tortie-ipam does not implement {:?} yet",
+                invocation.command
+            ),
+            "use the tortie plugin's GC and STATUS",
+        )),
+        Command::Version => unreachable!("answered above"),
+    }
+}
+
+fn result(config: &IpamNetworkConfig, addresses: &[IpAddr]) -> serde_json::Value {
+    let with_version = spec::ips_carry_version(&config.cni_version);
+    let result = CniResult {
+        cni_version: config.cni_version.clone(),
+        interfaces: Vec::new(),
+        ips: addresses
+            .iter()
+            .map(|address| IpConfig {
+                version: with_version
+                    .then(|| if address.is_ipv4() { "4" } else { "6" }.to_string()),
+                address: format!("{address}/{}", if address.is_ipv4() { 32 } else { 128 }),
+                gateway: None,
+                interface: None,
+            })
+            .collect(),
+        routes: config.ipam.routes.clone(),
+        dns: serde_json::json!({}),
+    };
+    serde_json::to_value(result).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_its_keys_under_ipam() {
+        let config = parse(
+            br#"{"cniVersion":"1.0.0","name":"net","type":"bridge",
+                "ipam":{"type":"tortie-ipam","ipv4_pools":["198.18.0.0/16"],
+                        "routes":[{"dst":"198.18.0.0/16"}]}}"#,
+        )
+        .unwrap();
+        assert_eq!(config.ipam.ipv4_pools, ["198.18.0.0/16"]);
+        let value = result(&config, &["198.18.0.7".parse().unwrap()]);
+        assert_eq!(value["ips"][0]["address"], "198.18.0.7/32");
+        assert_eq!(value["routes"][0]["dst"], "198.18.0.0/16");
+        assert!(parse(br#"{"cniVersion":"1.0.0","name":"net"}"#).is_err());
+    }
+}
