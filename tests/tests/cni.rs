@@ -536,3 +536,62 @@ fn the_reference_bridge_plugin_wires_pods_with_tortie_ipam() {
     }
     assert_eq!(ipam_allocations(&cluster), 0);
 }
+
+#[test]
+fn install_cni_installs_a_working_plugin_and_conflist_once() {
+    let cluster = start_cluster("cni-inst");
+    let bin_dir = cluster.scratch.join("opt-cni-bin");
+    let conf_dir = cluster.scratch.join("net.d");
+    let install = || {
+        Exec::new(tortie_tests::tortie_node())
+            .args(["install-cni", "--mtu", "1400"])
+            .arg("--bin-dir")
+            .arg(&bin_dir)
+            .arg("--conf-dir")
+            .arg(&conf_dir)
+            .env("NODENAME", Cluster::node_name(0))
+            .env("TORTIE_RUN_DIR", cluster.scratch.join("run-0"))
+            .timeout(Duration::from_secs(30))
+            .run_here()
+    };
+    let first = install();
+    assert!(first.success(), "{first}");
+    assert_eq!(first.stdout.matches("installed").count(), 3, "{first}");
+    let second = install();
+    assert!(second.success(), "{second}");
+    assert_eq!(second.stdout.matches("unchanged").count(), 3, "{second}");
+
+    let conflist: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(conf_dir.join("10-tortie.conflist")).unwrap())
+            .unwrap();
+    assert_eq!(conflist["plugins"][1]["type"], "portmap", "{conflist}");
+    // A runtime passes the plugin its entry with the list's name and version.
+    let mut entry = conflist["plugins"][0].clone();
+    entry["name"] = conflist["name"].clone();
+    entry["cniVersion"] = conflist["cniVersion"].clone();
+    assert_eq!(entry["nodename"], "node-0", "{entry}");
+
+    let pod = Netns::new("inst-pod");
+    let env = [
+        ("CNI_CONTAINERID", "ctr-inst"),
+        ("CNI_NETNS", &format!("/run/netns/{}", pod.name())),
+        ("CNI_IFNAME", "eth0"),
+        ("CNI_PATH", &bin_dir.display().to_string()),
+    ];
+    let run = |command: &str| {
+        Exec::new(bin_dir.join("tortie"))
+            .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+            .env("CNI_COMMAND", command)
+            .stdin(entry.to_string().into_bytes())
+            .timeout(Duration::from_secs(60))
+            .run_in(&cluster.lan.hosts[0])
+    };
+    let added = run("ADD");
+    assert!(added.success(), "the installed plugin's ADD: {added}");
+    let link = pod.ip(&["link", "show", "eth0"]).stdout;
+    assert!(link.contains("mtu 1400"), "{link}");
+    wait_ping(&pod, &cluster.lan.v4(1).to_string());
+    let deleted = run("DEL");
+    assert!(deleted.success(), "{deleted}");
+    assert_eq!(ipam_allocations(&cluster), 0);
+}

@@ -1,5 +1,6 @@
 //! tortie-node: the node agent. `run` (the default) is the agent itself; `autodetect`
-//! prints the address it would pick and why; `health` is for liveness and readiness probes.
+//! prints the address it would pick and why; `health` is for liveness and readiness probes;
+//! `install-cni` installs the CNI plugins and their configuration (an init container's job).
 
 use std::process::ExitCode;
 
@@ -36,6 +37,26 @@ enum Command {
         #[arg(long, env = "TORTIE_SOCKET")]
         socket: Option<std::path::PathBuf>,
     },
+    /// Install the CNI plugins (tortie, tortie-ipam, from this binary's directory) into the
+    /// runtime's binary directory and write 10-tortie.conflist (tortie, then portmap), both
+    /// atomically; files already as wanted are left alone.
+    InstallCni {
+        /// The runtime's CNI binary directory.
+        #[arg(long, env = "CNI_BIN_DIR", default_value = "/opt/cni/bin")]
+        bin_dir: std::path::PathBuf,
+        /// The runtime's CNI configuration directory.
+        #[arg(long, env = "CNI_NET_DIR", default_value = "/etc/cni/net.d")]
+        conf_dir: std::path::PathBuf,
+        /// The pods' MTU; 0: the plugin's default (1450).
+        #[arg(long, env = "CNI_MTU", default_value_t = 0)]
+        mtu: u32,
+        /// This node's name (default: the host name).
+        #[arg(long, env = "NODENAME")]
+        node_name: Option<String>,
+        /// Where the plugins are (default: the directory of tortie-node).
+        #[arg(long)]
+        source_dir: Option<std::path::PathBuf>,
+    },
     /// Print the address this node would use (IPv4, and IPv6 when IP6=autodetect or given),
     /// with its interface and method, and why each interface was taken or passed over.
     /// Exit 0 with an address, 1 when nothing suitable was found, 2 for a malformed setting.
@@ -57,6 +78,13 @@ fn main() -> ExitCode {
             init_logging("warn", LogFormat::Text);
             autodetect_main(&addresses, output)
         }
+        Some(Command::InstallCni {
+            bin_dir,
+            conf_dir,
+            mtu,
+            node_name,
+            source_dir,
+        }) => install_cni_main(bin_dir, conf_dir, mtu, node_name, source_dir),
         Some(Command::Health {
             live,
             ready: _,
@@ -173,6 +201,65 @@ fn autodetect_main(args: &AddressArgs, output: Output) -> ExitCode {
             let (autodetect::Failure::Config(text) | autodetect::Failure::Detect(text)) = &failure;
             eprintln!("tortie-node: {text}");
             ExitCode::from(failure.exit_code() as u8)
+        }
+    }
+}
+
+fn install_cni_main(
+    bin_dir: std::path::PathBuf,
+    conf_dir: std::path::PathBuf,
+    mtu: u32,
+    node_name: Option<String>,
+    source_dir: Option<std::path::PathBuf>,
+) -> ExitCode {
+    use tortie_agent::cni::install::{InstallOptions, Outcome, install};
+    let node_name = match node_name.map_or_else(tortie_agent::autodetect::host_name, Ok) {
+        Ok(name) => name,
+        Err(error) => {
+            eprintln!("tortie-node install-cni: no node name (set NODENAME): {error}");
+            return ExitCode::from(2);
+        }
+    };
+    let source_dir = match source_dir.map_or_else(
+        || {
+            std::env::current_exe().map(|exe| {
+                exe.parent()
+                    .map(std::path::Path::to_path_buf)
+                    .unwrap_or_default()
+            })
+        },
+        Ok,
+    ) {
+        Ok(dir) => dir,
+        Err(error) => {
+            eprintln!(
+                "tortie-node install-cni: cannot locate tortie-node's directory (give --source-dir): {error}"
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let run_dir = std::env::var("TORTIE_RUN_DIR").unwrap_or_else(|_| DEFAULT_RUN_DIR.to_string());
+    let options = InstallOptions {
+        source_dir,
+        bin_dir,
+        conf_dir,
+        mtu,
+        node_name,
+        agent_socket: std::path::Path::new(&run_dir).join("agent.sock"),
+    };
+    match install(&options) {
+        Ok(outcomes) => {
+            for outcome in outcomes {
+                match outcome {
+                    Outcome::Written(path) => println!("installed {}", path.display()),
+                    Outcome::Unchanged(path) => println!("unchanged {}", path.display()),
+                }
+            }
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("tortie-node install-cni: {error}");
+            ExitCode::from(1)
         }
     }
 }

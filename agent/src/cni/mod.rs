@@ -23,6 +23,7 @@
 
 pub mod commands;
 pub mod config;
+pub mod install;
 pub mod ipam_plugin;
 pub mod spec;
 pub mod wiring;
