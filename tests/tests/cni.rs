@@ -150,7 +150,8 @@ fn ipam_allocations(cluster: &Cluster) -> u64 {
 #[test]
 fn pods_on_two_nodes_reach_each_other_and_del_leaves_no_trace() {
     let mut cluster = start_cluster("cni-mesh");
-    let pods: Vec<Pod> = (0..6)
+    // Ten pods per node, as the issue asks.
+    let pods: Vec<Pod> = (0..20)
         .map(|i| add_pod(&cluster, i % 2, &format!("p{i}")))
         .collect();
     let mut addresses: Vec<&str> = pods.iter().map(|p| p.address.as_str()).collect();
@@ -376,7 +377,7 @@ fn bad_input_is_a_spec_error_and_changes_nothing() {
 #[test]
 fn parallel_adds_get_distinct_addresses() {
     let cluster = start_cluster("cni-par");
-    const PODS: usize = 8;
+    const PODS: usize = 32;
     let pods: Vec<Pod> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..PODS)
             .map(|i| {
@@ -468,28 +469,44 @@ fn gc_frees_exactly_the_stale_attachments_and_status_says_ready() {
     assert_eq!(ipam_allocations(&cluster), 0);
 }
 
-/// The reference `bridge` plugin, with tortie-ipam's addresses, on node `index`.
-fn bridge_config(cluster: &Cluster, index: usize) -> String {
-    serde_json::json!({
+/// A reference interface plugin's configuration (`bridge` or `macvlan`), with tortie-ipam's
+/// addresses, on node 0.
+fn reference_config(cluster: &Cluster, plugin: &str) -> String {
+    let mut config = serde_json::json!({
         "cniVersion": "1.0.0",
-        "name": "bridge-net",
-        "type": "bridge",
-        "bridge": "br-tt",
-        "isGateway": false,
-        "ipMasq": false,
+        "name": format!("{plugin}-net"),
+        "type": plugin,
         "ipam": {
             "type": "tortie-ipam",
-            "agent_socket": cluster.socket(index),
+            "agent_socket": cluster.socket(0),
             "routes": [{"dst": "198.18.0.0/16"}],
         },
-    })
-    .to_string()
+    });
+    match plugin {
+        "bridge" => {
+            config["bridge"] = "br-tt".into();
+            config["isGateway"] = false.into();
+            config["ipMasq"] = false.into();
+        }
+        _ => {
+            config["master"] = "eth0".into();
+            config["mode"] = "bridge".into();
+        }
+    }
+    config.to_string()
 }
 
-fn bridge(cluster: &Cluster, pod: &Netns, container: &str, command: &str) -> Output {
-    let reference = "/usr/lib/cni/bridge";
+/// Runs the reference `plugin` in node 0's namespace, as a runtime would.
+fn reference(
+    cluster: &Cluster,
+    plugin: &str,
+    pod: &Netns,
+    container: &str,
+    command: &str,
+) -> Output {
+    let reference = format!("/usr/lib/cni/{plugin}");
     assert!(
-        std::path::Path::new(reference).is_file(),
+        std::path::Path::new(&reference).is_file(),
         "{reference} is missing: install containernetworking-plugins (scripts/install-test-deps.sh)"
     );
     Exec::new(reference)
@@ -501,20 +518,28 @@ fn bridge(cluster: &Cluster, pod: &Netns, container: &str, command: &str) -> Out
             "CNI_PATH",
             format!("{}:/usr/lib/cni", tortie_tests::bin_dir().display()),
         )
-        .stdin(bridge_config(cluster, 0).into_bytes())
+        .stdin(reference_config(cluster, plugin).into_bytes())
         .timeout(Duration::from_secs(60))
         .run_in(&cluster.lan.hosts[0])
 }
 
 #[test]
-fn the_reference_bridge_plugin_wires_pods_with_tortie_ipam() {
-    let cluster = start_cluster("cni-br");
+fn the_reference_bridge_and_macvlan_plugins_wire_pods_with_tortie_ipam() {
+    let cluster = start_cluster("cni-ref");
+    for plugin in ["bridge", "macvlan"] {
+        reference_pair(&cluster, plugin);
+    }
+}
+
+/// Two pods wired by the reference `plugin` with tortie-ipam: distinct addresses, they
+/// reach each other, DEL releases both.
+fn reference_pair(cluster: &Cluster, plugin: &str) {
     let pods: Vec<(Netns, String, String)> = (0..2)
         .map(|i| {
-            let netns = Netns::new(&format!("br{i}"));
-            let container = format!("br-ctr-{i}");
-            let output = bridge(&cluster, &netns, &container, "ADD");
-            assert!(output.success(), "bridge ADD: {output}");
+            let netns = Netns::new(&format!("{plugin}{i}"));
+            let container = format!("{plugin}-ctr-{i}");
+            let output = reference(cluster, plugin, &netns, &container, "ADD");
+            assert!(output.success(), "{plugin} ADD: {output}");
             let result: serde_json::Value =
                 serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output}"));
             let address = result["ips"][0]["address"]
@@ -527,14 +552,14 @@ fn the_reference_bridge_plugin_wires_pods_with_tortie_ipam() {
         })
         .collect();
     assert_ne!(pods[0].2, pods[1].2);
-    assert_eq!(ipam_allocations(&cluster), 2);
+    assert_eq!(ipam_allocations(cluster), 2);
     wait_ping(&pods[0].0, &pods[1].2);
     wait_ping(&pods[1].0, &pods[0].2);
     for (netns, container, _) in &pods {
-        let output = bridge(&cluster, netns, container, "DEL");
-        assert!(output.success(), "bridge DEL: {output}");
+        let output = reference(cluster, plugin, netns, container, "DEL");
+        assert!(output.success(), "{plugin} DEL: {output}");
     }
-    assert_eq!(ipam_allocations(&cluster), 0);
+    assert_eq!(ipam_allocations(cluster), 0);
 }
 
 #[test]
