@@ -620,3 +620,113 @@ fn install_cni_installs_a_working_plugin_and_conflist_once() {
     assert!(deleted.success(), "{deleted}");
     assert_eq!(ipam_allocations(&cluster), 0);
 }
+
+/// Runs a reference plugin of a chain on node 0 with `config` (its entry plus the list's
+/// name, version, and prevResult), as a runtime runs a conflist.
+fn chained(
+    cluster: &Cluster,
+    pod: &Netns,
+    plugin: &str,
+    command: &str,
+    config: &serde_json::Value,
+) -> Output {
+    Exec::new(format!("/usr/lib/cni/{plugin}"))
+        .env("CNI_COMMAND", command)
+        .env("CNI_CONTAINERID", "ctr-chain")
+        .env("CNI_NETNS", format!("/run/netns/{}", pod.name()))
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(config.to_string().into_bytes())
+        .timeout(Duration::from_secs(60))
+        .run_in(&cluster.lan.hosts[0])
+}
+
+#[test]
+fn tortie_chains_with_the_reference_portmap_and_bandwidth_plugins() {
+    let cluster = start_cluster("cni-chain");
+    let pod = Pod {
+        netns: Netns::new("chain"),
+        node: 0,
+        name: "chain".into(),
+        address: String::new(),
+        host_link: String::new(),
+    };
+    let added = pod.run(&cluster, "ADD", &config(&cluster, 0, "1.0.0"));
+    assert!(added.success(), "{added}");
+    let mut previous: serde_json::Value = serde_json::from_str(&added.stdout).unwrap();
+    let address = previous["ips"][0]["address"]
+        .as_str()
+        .unwrap()
+        .trim_end_matches("/32")
+        .to_string();
+    let host_link = previous["interfaces"][0]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    let entry = |plugin: &str, previous: &serde_json::Value| {
+        let mut entry = match plugin {
+            "portmap" => serde_json::json!({
+                "type": "portmap", "snat": true, "capabilities": {"portMappings": true},
+                "runtimeConfig": {"portMappings": [
+                    {"hostPort": 18080, "containerPort": 80, "protocol": "tcp"}]},
+            }),
+            _ => serde_json::json!({
+                "type": "bandwidth",
+                "ingressRate": 100_000_000u64, "ingressBurst": 1_000_000u64,
+                "egressRate": 100_000_000u64, "egressBurst": 1_000_000u64,
+            }),
+        };
+        entry["name"] = "k8s-pod-network".into();
+        entry["cniVersion"] = "1.0.0".into();
+        entry["prevResult"] = previous.clone();
+        entry
+    };
+    for plugin in ["portmap", "bandwidth"] {
+        let output = chained(
+            &cluster,
+            &pod.netns,
+            plugin,
+            "ADD",
+            &entry(plugin, &previous),
+        );
+        assert!(output.success(), "{plugin} ADD after tortie: {output}");
+        previous = serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output}"));
+    }
+    let nat = run_in(&cluster.lan.hosts[0], "iptables", ["-t", "nat", "-S"], &[]).expect_success();
+    assert!(
+        nat.stdout.contains(&format!("{address}:80")),
+        "portmap's DNAT to the pod: {}",
+        nat.stdout
+    );
+    let qdisc = ip(&cluster, 0, &["-d", "link", "show"]);
+    let tc = run_in(
+        &cluster.lan.hosts[0],
+        "tc",
+        ["qdisc", "show", "dev", &host_link],
+        &[],
+    )
+    .expect_success();
+    assert!(
+        tc.stdout.contains("tbf"),
+        "bandwidth's qdisc on {host_link}: {}\n{qdisc}",
+        tc.stdout
+    );
+    wait_ping(&pod.netns, &cluster.lan.v4(1).to_string());
+
+    for plugin in ["bandwidth", "portmap"] {
+        let output = chained(
+            &cluster,
+            &pod.netns,
+            plugin,
+            "DEL",
+            &entry(plugin, &previous),
+        );
+        assert!(output.success(), "{plugin} DEL: {output}");
+    }
+    let deleted = pod.run(&cluster, "DEL", &config(&cluster, 0, "1.0.0"));
+    assert!(deleted.success(), "{deleted}");
+    let nat = run_in(&cluster.lan.hosts[0], "iptables", ["-t", "nat", "-S"], &[]).expect_success();
+    assert!(!nat.stdout.contains(&address), "{}", nat.stdout);
+    assert_eq!(ipam_allocations(&cluster), 0);
+}
