@@ -239,6 +239,18 @@ fn pods_on_two_nodes_reach_each_other_and_del_leaves_no_trace() {
     assert!(!output.success(), "{output}");
     assert!(output.stdout.contains("lacks its address"), "{output}");
 
+    // A repeated ADD (a runtime's retry) rewires the pod with the address it holds.
+    let again = &pods[4];
+    let output = again.run(&cluster, "ADD", &config(&cluster, again.node, "1.0.0"));
+    assert!(output.success(), "repeated ADD: {output}");
+    assert!(
+        output.stdout.contains(&format!("\"{}/32\"", again.address)),
+        "{output}"
+    );
+    wait_ping(&pods[1].netns, &again.address);
+    let output = again.run(&cluster, "CHECK", &config(&cluster, again.node, "1.0.0"));
+    assert!(output.success(), "CHECK after a repeated ADD: {output}");
+
     // DEL removes every trace, and a second DEL succeeds.
     assert_eq!(ipam_allocations(&cluster), pods.len() as u64);
     for pod in &pods {

@@ -105,9 +105,24 @@ pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json
         attributes,
         pools,
     };
-    let addresses: Vec<IpAddr> = match ask(&config.agent_socket, &request)? {
-        Response::Assigned { ipv4, ipv6 } => ipv4.into_iter().chain(ipv6).collect(),
+    // A runtime may repeat ADD for one container (a retry after a timeout): the handle's
+    // addresses are then reused, not doubled, and the veth is made again below.
+    let held = match ask(
+        &config.agent_socket,
+        &Request::Addresses {
+            handle: handle.clone(),
+        },
+    )? {
+        Response::Addresses { addresses } => addresses,
         other => return Err(unexpected(other)),
+    };
+    let addresses: Vec<IpAddr> = if !held.is_empty() {
+        held
+    } else {
+        match ask(&config.agent_socket, &request)? {
+            Response::Assigned { ipv4, ipv6 } => ipv4.into_iter().chain(ipv6).collect(),
+            other => return Err(unexpected(other)),
+        }
     };
     let host_link = host_link(invocation);
     let attachment = Attachment {
