@@ -13,10 +13,10 @@
 //! One node namespace runs `tortie-node` (plain routing); the pods' namespaces are made
 //! before the clock starts.
 //!
-//! First figures (debug build, 2 shared vCPUs, same run; a release build is still to be
-//! measured): tortie ADD p50 17.8 ms / p99 33.8, DEL 31.8 / 53.1; 16 in parallel ADD
-//! 97.0 / 201.0, DEL 103.4 / 196.4. bridge + host-local: ADD 15.8 / 32.2, DEL 31.8 / 52.5;
-//! 16 in parallel ADD 109.0 / 148.3, DEL 103.8 / 129.3.
+//! Figures (release build, 2 vCPUs, load 1.5, same run): tortie ADD p50 7.5 ms / p99 16.5,
+//! DEL 31.6 / 32.9; 16 in parallel ADD 54.3 / 102.9, DEL 68.3 / 101.5. bridge + host-local:
+//! ADD 15.6 / 17.8, DEL 31.6 / 33.5; 16 in parallel ADD 86.7 / 119.9, DEL 80.0 / 114.7.
+//! The target is ADD p50 ≤ 5 ms: not yet met.
 
 use std::time::{Duration, Instant};
 
