@@ -61,12 +61,19 @@ pub enum Response {
     Assigned {
         ipv4: Vec<IpAddr>,
         ipv6: Vec<IpAddr>,
+        /// The MTU a pod on this node should use: the host's, less the encapsulation
+        /// overhead of the pools this node routes (IPIP 20, VXLAN 50).
+        #[serde(default)]
+        mtu: u32,
     },
     Released {
         addresses: Vec<IpAddr>,
     },
     Addresses {
         addresses: Vec<IpAddr>,
+        /// As in `Assigned`.
+        #[serde(default)]
+        mtu: u32,
     },
     Handles {
         handles: Vec<String>,

@@ -742,3 +742,40 @@ fn tortie_chains_with_the_reference_portmap_and_bandwidth_plugins() {
     assert!(!nat.stdout.contains(&address), "{}", nat.stdout);
     assert_eq!(ipam_allocations(&cluster), 0);
 }
+
+/// With no `mtu` in the network configuration, the pod gets what its node needs: the host
+/// interface's MTU (9000 here, so no default could pass for it) less the encapsulation of
+/// the pools the node routes (VXLAN: 50).
+#[test]
+fn without_a_configured_mtu_the_pod_gets_the_host_mtu_less_encapsulation() {
+    let mut cluster = Cluster::new(
+        "cni-mtu",
+        1,
+        &[
+            ("TORTIE_IPV4POOL_IPIP", "Never"),
+            ("TORTIE_IPV4POOL_VXLAN", "Always"),
+        ],
+    );
+    cluster.lan.hosts[0].ip(&["link", "set", "dev", "eth0", "mtu", "9000"]);
+    cluster.start(0);
+    let pod = Pod {
+        netns: Netns::new("pod-mtu"),
+        node: 0,
+        name: "mtu".to_string(),
+        address: String::new(),
+        host_link: String::new(),
+    };
+    let config = serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "k8s-pod-network",
+        "type": "tortie",
+        "agent_socket": cluster.socket(0),
+    })
+    .to_string();
+    let output = pod.run(&cluster, "ADD", &config);
+    assert!(output.success(), "{output}");
+    let link = pod.netns.ip(&["link", "show", "eth0"]).stdout;
+    assert!(link.contains("mtu 8950"), "9000 − 50 for VXLAN: {link}");
+    let output = pod.run(&cluster, "DEL", &config);
+    assert!(output.success(), "{output}");
+}

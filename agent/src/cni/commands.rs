@@ -107,20 +107,20 @@ pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json
     };
     // A runtime may repeat ADD for one container (a retry after a timeout): the handle's
     // addresses are then reused, not doubled, and the veth is made again below.
-    let held = match ask(
+    let (held, agent_mtu) = match ask(
         &config.agent_socket,
         &Request::Addresses {
             handle: handle.clone(),
         },
     )? {
-        Response::Addresses { addresses } => addresses,
+        Response::Addresses { addresses, mtu } => (addresses, mtu),
         other => return Err(unexpected(other)),
     };
     let addresses: Vec<IpAddr> = if !held.is_empty() {
         held
     } else {
         match ask(&config.agent_socket, &request)? {
-            Response::Assigned { ipv4, ipv6 } => ipv4.into_iter().chain(ipv6).collect(),
+            Response::Assigned { ipv4, ipv6, .. } => ipv4.into_iter().chain(ipv6).collect(),
             other => return Err(unexpected(other)),
         }
     };
@@ -130,7 +130,7 @@ pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json
         ifname: &invocation.ifname,
         netns: netns_path,
         addresses: &addresses,
-        mtu: config.pod_mtu(),
+        mtu: config.pod_mtu(agent_mtu),
     };
     let wired = match wiring::wire(&attachment, &netns) {
         Ok(wired) => wired,
@@ -245,8 +245,8 @@ pub fn check(
     let request = Request::Addresses {
         handle: handle.clone(),
     };
-    let allocated = match ask(&config.agent_socket, &request)? {
-        Response::Addresses { addresses } => addresses,
+    let (allocated, agent_mtu) = match ask(&config.agent_socket, &request)? {
+        Response::Addresses { addresses, mtu } => (addresses, mtu),
         other => return Err(unexpected(other)),
     };
     let mut problems = Vec::new();
@@ -270,7 +270,7 @@ pub fn check(
         ifname: &invocation.ifname,
         netns: netns_path,
         addresses: &allocated,
-        mtu: config.pod_mtu(),
+        mtu: config.pod_mtu(agent_mtu),
     };
     problems.extend(wiring::check(&attachment, &netns)?);
     if problems.is_empty() {

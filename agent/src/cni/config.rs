@@ -20,7 +20,7 @@ pub struct NetworkConfig {
     /// The node agent's socket.
     #[serde(default = "default_socket")]
     pub agent_socket: PathBuf,
-    /// The pod's MTU; 0 or absent: [`DEFAULT_MTU`].
+    /// The pod's MTU; 0 or absent: what the node agent says (host MTU less encapsulation).
     #[serde(default)]
     pub mtu: u32,
     /// Whether to give the pod an IPv4 address (default true) and an IPv6 one (default
@@ -98,9 +98,14 @@ impl NetworkConfig {
         Ok(config)
     }
 
-    /// The pod's MTU.
-    pub fn pod_mtu(&self) -> u32 {
-        if self.mtu == 0 { DEFAULT_MTU } else { self.mtu }
+    /// The pod's MTU: the configured one, else what the node agent says its pods need
+    /// (`agent_mtu`, host MTU less encapsulation), else [`DEFAULT_MTU`].
+    pub fn pod_mtu(&self, agent_mtu: u32) -> u32 {
+        match (self.mtu, agent_mtu) {
+            (0, 0) => DEFAULT_MTU,
+            (0, agent) => agent,
+            (configured, _) => configured,
+        }
     }
 }
 
@@ -288,7 +293,8 @@ mod tests {
         let config =
             NetworkConfig::parse(br#"{"cniVersion":"1.0.0","name":"k8s","type":"tortie"}"#)
                 .unwrap();
-        assert_eq!(config.pod_mtu(), DEFAULT_MTU);
+        assert_eq!(config.pod_mtu(0), DEFAULT_MTU);
+        assert_eq!(config.pod_mtu(1480), 1480);
         assert!(config.assign_ipv4 && !config.assign_ipv6);
     }
 }

@@ -124,7 +124,7 @@ fn dispatch(
                 pools,
             };
             match ask(socket, &request)? {
-                Response::Assigned { ipv4, ipv6 } => {
+                Response::Assigned { ipv4, ipv6, .. } => {
                     let addresses: Vec<IpAddr> = ipv4.into_iter().chain(ipv6).collect();
                     Ok(result(&config, &addresses))
                 }
@@ -141,7 +141,7 @@ fn dispatch(
                 handle: handle.clone(),
             },
         )? {
-            Response::Addresses { addresses } if addresses.is_empty() => Err(CniError::new(
+            Response::Addresses { addresses, .. } if addresses.is_empty() => Err(CniError::new(
                 ErrorCode::CheckFailed,
                 format!("tortie-node holds no address for handle {handle}"),
                 "",

@@ -381,6 +381,19 @@ impl Agent {
                 .any(|p| p.ipip_mode != EncapsulationMode::Never)
     }
 
+    /// The MTU for this node's pods: the host interface's, less the largest encapsulation
+    /// overhead among the pools it routes (Calico's rule; the fallback when the host MTU is
+    /// unknown).
+    fn pod_mtu(&self) -> u32 {
+        if self.vxlan_required() {
+            tunnel_mtu(self.host_mtu, VXLAN_V4_OVERHEAD)
+        } else if self.ipip_required() {
+            tunnel_mtu(self.host_mtu, IPIP_OVERHEAD)
+        } else {
+            tunnel_mtu(self.host_mtu, 0)
+        }
+    }
+
     fn vxlan_required(&self) -> bool {
         self.ipv4.is_some()
             && self
@@ -822,6 +835,7 @@ impl Agent {
                         Response::Assigned {
                             ipv4: assigned.ipv4.iter().map(|a| a.address).collect(),
                             ipv6: assigned.ipv6.iter().map(|a| a.address).collect(),
+                            mtu: self.pod_mtu(),
                         }
                     }
                     Err(error) => Response::Error(error.to_string()),
@@ -841,7 +855,10 @@ impl Agent {
             }
             Request::Addresses { handle } => {
                 match tokio::task::block_in_place(|| self.ipam.addresses_of(&handle)) {
-                    Ok(addresses) => Response::Addresses { addresses },
+                    Ok(addresses) => Response::Addresses {
+                        addresses,
+                        mtu: self.pod_mtu(),
+                    },
                     Err(error) => Response::Error(error.to_string()),
                 }
             }
