@@ -56,11 +56,11 @@ pub struct ValidAttachment {
 /// the pool's mode (IPIP needs 20). A configured `mtu` is taken as given.
 pub const DEFAULT_MTU: u32 = 1450;
 
-fn default_socket() -> PathBuf {
+pub(crate) fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
 }
 
-fn yes() -> bool {
+pub(crate) fn yes() -> bool {
     true
 }
 
@@ -74,13 +74,7 @@ impl NetworkConfig {
                 e.to_string(),
             )
         })?;
-        if !spec::is_supported(&config.cni_version) {
-            return Err(CniError::new(
-                ErrorCode::IncompatibleVersion,
-                format!("cniVersion {:?} is not supported", config.cni_version),
-                format!("tortie speaks {}", spec::SUPPORTED_VERSIONS.join(", ")),
-            ));
-        }
+        spec::check_version(&config.cni_version, "tortie")?;
         if config.name.is_empty() {
             return Err(CniError::new(
                 ErrorCode::InvalidConfig,

@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::commands::{self, ask};
 use super::config::{Command, Invocation};
-use super::spec::{self, CniError, CniResult, ErrorCode, IpConfig, LATEST_VERSION, Route};
-use crate::api::{DEFAULT_SOCKET, Request, Response};
+use super::spec::{self, CniError, CniResult, ErrorCode, IpConfig, Route};
+use crate::api::{Request, Response};
 
 /// The network configuration as an IPAM plugin sees it: tortie's keys are under `ipam`.
 #[derive(Debug, Clone, Deserialize)]
@@ -29,9 +29,9 @@ pub struct IpamNetworkConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IpamConfig {
-    #[serde(default = "default_socket")]
+    #[serde(default = "super::config::default_socket")]
     pub agent_socket: PathBuf,
-    #[serde(default = "yes")]
+    #[serde(default = "super::config::yes")]
     pub assign_ipv4: bool,
     #[serde(default)]
     pub assign_ipv6: bool,
@@ -44,14 +44,6 @@ pub struct IpamConfig {
     pub routes: Vec<Route>,
 }
 
-fn default_socket() -> PathBuf {
-    PathBuf::from(DEFAULT_SOCKET)
-}
-
-fn yes() -> bool {
-    true
-}
-
 fn parse(bytes: &[u8]) -> Result<IpamNetworkConfig, CniError> {
     let config: IpamNetworkConfig = serde_json::from_slice(bytes).map_err(|e| {
         CniError::new(
@@ -60,13 +52,7 @@ fn parse(bytes: &[u8]) -> Result<IpamNetworkConfig, CniError> {
             e.to_string(),
         )
     })?;
-    if !spec::is_supported(&config.cni_version) {
-        return Err(CniError::new(
-            ErrorCode::IncompatibleVersion,
-            format!("cniVersion {:?} is not supported", config.cni_version),
-            format!("tortie-ipam speaks {}", spec::SUPPORTED_VERSIONS.join(", ")),
-        ));
-    }
+    spec::check_version(&config.cni_version, "tortie-ipam")?;
     if !config.ipam.assign_ipv4 && !config.ipam.assign_ipv6 {
         return Err(CniError::new(
             ErrorCode::InvalidConfig,
@@ -79,12 +65,7 @@ fn parse(bytes: &[u8]) -> Result<IpamNetworkConfig, CniError> {
 
 /// Runs one invocation of `tortie-ipam`: what to print, and whether it succeeded.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, bool) {
-    let version = super::version_of(stdin);
-    match dispatch(env, stdin) {
-        Ok(serde_json::Value::Null) => (String::new(), true),
-        Ok(value) => (value.to_string(), true),
-        Err(error) => (error.to_json(&version).to_string(), false),
-    }
+    super::answer(stdin, dispatch(env, stdin))
 }
 
 fn dispatch(
@@ -93,11 +74,7 @@ fn dispatch(
 ) -> Result<serde_json::Value, CniError> {
     let invocation = Invocation::from_env(env)?;
     if invocation.command == Command::Version {
-        let requested = serde_json::from_slice::<serde_json::Value>(stdin)
-            .ok()
-            .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| LATEST_VERSION.to_string());
-        return Ok(commands::version(&requested));
+        return Ok(commands::version(&super::requested_version(stdin)));
     }
     let config = parse(stdin)?;
     let handle = format!("{}.{}", config.name, invocation.container_id);

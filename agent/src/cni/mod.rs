@@ -33,19 +33,71 @@ use spec::{CniError, LATEST_VERSION};
 
 /// Runs one invocation: what to print on stdout, and whether it succeeded.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, bool) {
-    let version = version_of(stdin);
-    match dispatch(env, stdin) {
+    answer(stdin, dispatch(env, stdin))
+}
+
+/// One invocation of a plugin: the environment and stdin in, what to print and whether it
+/// succeeded out ([`run`], [`ipam_plugin::run`]).
+pub type PluginRun = fn(&dyn Fn(&str) -> Option<String>, &[u8]) -> (String, bool);
+
+/// A plugin binary's whole life: logs to stderr (off unless `RUST_LOG` says otherwise, as
+/// stdout belongs to the result), the configuration from stdin, `run` on it, the result or
+/// error object on stdout, and the exit status.
+pub fn plugin_main(run: PluginRun) -> std::process::ExitCode {
+    use std::io::{Read, Write};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("off")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let mut stdin = Vec::new();
+    let (output, ok) = match std::io::stdin().read_to_end(&mut stdin) {
+        Ok(_) => run(&|key| std::env::var(key).ok(), &stdin),
+        Err(e) => (
+            CniError::new(
+                spec::ErrorCode::Io,
+                "cannot read the network configuration from stdin",
+                e.to_string(),
+            )
+            .to_json(LATEST_VERSION)
+            .to_string(),
+            false,
+        ),
+    };
+    if !output.is_empty() {
+        let _ = writeln!(std::io::stdout(), "{output}");
+    }
+    if ok {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// What to print for a command's outcome: its result (nothing for an empty one), or the
+/// error object in the configuration's version.
+fn answer(stdin: &[u8], outcome: Result<serde_json::Value, CniError>) -> (String, bool) {
+    match outcome {
         Ok(serde_json::Value::Null) => (String::new(), true),
         Ok(value) => (value.to_string(), true),
-        Err(error) => (error.to_json(&version).to_string(), false),
+        Err(error) => (error.to_json(&version_of(stdin)).to_string(), false),
     }
+}
+
+/// The version VERSION is asked about: stdin's `cniVersion`, answered even when stdin
+/// carries nothing else (or nothing usable).
+fn requested_version(stdin: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(stdin)
+        .ok()
+        .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
+        .unwrap_or_else(|| LATEST_VERSION.to_string())
 }
 
 /// The version errors are written in: the configuration's when it can be read at all.
 fn version_of(stdin: &[u8]) -> String {
-    serde_json::from_slice::<serde_json::Value>(stdin)
-        .ok()
-        .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
+    Some(requested_version(stdin))
         .filter(|version| spec::is_supported(version))
         .unwrap_or_else(|| LATEST_VERSION.to_string())
 }
@@ -56,12 +108,7 @@ fn dispatch(
 ) -> Result<serde_json::Value, CniError> {
     let invocation = Invocation::from_env(env)?;
     if invocation.command == Command::Version {
-        // VERSION's stdin carries only cniVersion; answer even when it is missing.
-        let requested = serde_json::from_slice::<serde_json::Value>(stdin)
-            .ok()
-            .and_then(|value| value.get("cniVersion")?.as_str().map(str::to_string))
-            .unwrap_or_else(|| LATEST_VERSION.to_string());
-        return Ok(commands::version(&requested));
+        return Ok(commands::version(&requested_version(stdin)));
     }
     let config = NetworkConfig::parse(stdin)?;
     let span = tracing::info_span!(

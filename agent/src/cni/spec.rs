@@ -78,6 +78,18 @@ pub fn is_supported(version: &str) -> bool {
     SUPPORTED_VERSIONS.contains(&version)
 }
 
+/// Refuses a configuration's `cniVersion` that `plugin` does not speak, listing those it does.
+pub fn check_version(version: &str, plugin: &str) -> Result<(), CniError> {
+    if is_supported(version) {
+        return Ok(());
+    }
+    Err(CniError::new(
+        ErrorCode::IncompatibleVersion,
+        format!("cniVersion {version:?} is not supported"),
+        format!("{plugin} speaks {}", SUPPORTED_VERSIONS.join(", ")),
+    ))
+}
+
 /// An interface of the result.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Interface {
