@@ -209,6 +209,20 @@ pub fn listen(address: SocketAddr, passwords: &[(IpAddr, String)]) -> io::Result
     socket.listen(64)
 }
 
+/// The peer address of an accepted connection: an IPv6 listener shows IPv4 peers as
+/// IPv4-mapped addresses, which are turned back into IPv4 here.
+pub fn canonical(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The [`Connector`] of a passive peer: this side never dials, the other side does.
+pub fn refusing() -> Connector<TcpStream> {
+    Arc::new(|| Box::pin(async { Err(io::Error::other("passive peer: the other side dials")) }))
+}
+
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;

@@ -10,12 +10,13 @@ use ipnet::IpNet;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tortie_bgp::net::{Dial, connector, listen, set_md5_password, set_ttl_security};
+use tortie_bgp::net::{
+    Dial, canonical, connector, listen, refusing, set_md5_password, set_ttl_security,
+};
 use tortie_bgp::packet::PathAttributes;
 use tortie_bgp::speaker::{
     PeerConfig, PeerStatus, RouteChange, SpeakerCommand, SpeakerConfig, run_speaker,
 };
-use tortie_bgp::tasks::Connector;
 use tracing::{info, warn};
 
 use crate::node::mesh::WantedPeer;
@@ -253,18 +254,4 @@ async fn accept_loop(
             return;
         }
     }
-}
-
-/// Connections from an IPv4 peer to an IPv6 listener show up as IPv4-mapped addresses.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn refusing() -> Connector<TcpStream> {
-    Arc::new(|| {
-        Box::pin(async { Err(std::io::Error::other("passive peer: the other side dials")) })
-    })
 }

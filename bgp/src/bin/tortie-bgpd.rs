@@ -26,9 +26,8 @@ use ipnet::IpNet;
 use tortie_bgp::daemon::{
     DaemonConfig, Origination, PeerRow, RouteRow, render_peers, render_routes,
 };
-use tortie_bgp::net::{Dial, connector, listen, set_ttl_security};
+use tortie_bgp::net::{Dial, canonical, connector, listen, refusing, set_ttl_security};
 use tortie_bgp::speaker::{RouteChange, SpeakerCommand, run_speaker};
-use tortie_bgp::tasks::Connector;
 
 #[derive(Parser)]
 #[command(name = "tortie-bgpd", about = "A tortie BGP speaker from a YAML file")]
@@ -291,20 +290,6 @@ async fn run(path: &Path) -> Result<()> {
     let _ = speaker.await;
     let _ = std::fs::remove_file(&config.control_socket);
     Ok(())
-}
-
-/// Connections from an IPv4 peer to an IPv6 listener show up as IPv4-mapped addresses.
-fn canonical(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
-        v4 => v4,
-    }
-}
-
-fn refusing() -> Connector<TcpStream> {
-    std::sync::Arc::new(|| {
-        Box::pin(async { Err(std::io::Error::other("passive peer: this side never dials")) })
-    })
 }
 
 /// Answers `peers` and `rib` on the control socket, one request per connection, in JSON.
