@@ -130,11 +130,13 @@ pub fn wanted_peers(
     peers: &[ExplicitPeer],
     settings: MeshSettings,
 ) -> Vec<WantedPeer> {
-    let my_asn = me.asn.unwrap_or(settings.default_asn);
-    let asn_of = |node: &MeshNode| node.asn.unwrap_or(settings.default_asn);
     let others: Vec<&MeshNode> = nodes.iter().filter(|n| n.name != me.name).collect();
-    let mut wanted: Vec<WantedPeer> = Vec::new();
-    let mut taken: HashSet<IpAddr> = HashSet::new();
+    let mut sessions = NodeSessions {
+        me,
+        settings,
+        wanted: Vec::new(),
+        taken: HashSet::new(),
+    };
 
     // Node-targeted BGPPeers first: they define the route reflector topology, and a node
     // that has such a peering leaves the mesh (a reflector client learns everything from
@@ -146,29 +148,7 @@ pub fn wanted_peers(
         };
         for node in others.iter().filter(|n| selector.matches(&n.labels)) {
             in_reflection = true;
-            for v4 in [true, false] {
-                let (Some(mine), Some(theirs)) = (me.address(v4), node.address(v4)) else {
-                    continue;
-                };
-                if !taken.insert(theirs) {
-                    continue;
-                }
-                let ibgp = asn_of(node) == my_asn;
-                wanted.push(WantedPeer {
-                    address: theirs,
-                    port: settings.port,
-                    asn: asn_of(node),
-                    local_address: mine,
-                    label: label_of(&peer.scope),
-                    passive: passive_towards(mine, theirs),
-                    route_reflector_client: ibgp && me.is_reflector() && !node.is_reflector(),
-                    password: peer.password.clone(),
-                    ttl_security: peer.ttl_security,
-                    max_restart_time: peer.max_restart_time,
-                    node: Some(node.name.clone()),
-                    originated_only: false,
-                });
-            }
+            sessions.add(node, label_of(&peer.scope), Some(peer));
         }
     }
     // A reflector also serves the clients that selected it, whether or not its own
@@ -179,31 +159,8 @@ pub fn wanted_peers(
                 applies_to(&p.scope, node)
                     && matches!(&p.target, PeerTarget::Nodes(s) if s.matches(&me.labels))
             });
-            if !selects_me {
-                continue;
-            }
-            for v4 in [true, false] {
-                let (Some(mine), Some(theirs)) = (me.address(v4), node.address(v4)) else {
-                    continue;
-                };
-                if !taken.insert(theirs) {
-                    continue;
-                }
-                let ibgp = asn_of(node) == my_asn;
-                wanted.push(WantedPeer {
-                    address: theirs,
-                    port: settings.port,
-                    asn: asn_of(node),
-                    local_address: mine,
-                    label: NODE_SPECIFIC,
-                    passive: passive_towards(mine, theirs),
-                    route_reflector_client: ibgp && !node.is_reflector(),
-                    password: None,
-                    ttl_security: None,
-                    max_restart_time: None,
-                    node: Some(node.name.clone()),
-                    originated_only: false,
-                });
+            if selects_me {
+                sessions.add(node, NODE_SPECIFIC, None);
             }
         }
     }
@@ -216,13 +173,13 @@ pub fn wanted_peers(
         let Some(mine) = me.address(address.is_ipv4()) else {
             continue;
         };
-        if Some(*address) == me.address(address.is_ipv4()) || !taken.insert(*address) {
+        if Some(*address) == me.address(address.is_ipv4()) || !sessions.taken.insert(*address) {
             continue;
         }
         let node = others
             .iter()
             .find(|n| n.address(address.is_ipv4()) == Some(*address));
-        wanted.push(WantedPeer {
+        sessions.wanted.push(WantedPeer {
             address: *address,
             port: port.unwrap_or(settings.port),
             asn: peer.asn,
@@ -249,32 +206,53 @@ pub fn wanted_peers(
     };
     if settings.mesh_enabled && !in_reflection && mesh_member(me) {
         for node in others.iter().filter(|n| mesh_member(n)) {
-            for v4 in [true, false] {
-                let (Some(mine), Some(theirs)) = (me.address(v4), node.address(v4)) else {
-                    continue;
-                };
-                if !taken.insert(theirs) {
-                    continue;
-                }
-                wanted.push(WantedPeer {
-                    address: theirs,
-                    port: settings.port,
-                    asn: asn_of(node),
-                    local_address: mine,
-                    label: MESH,
-                    passive: passive_towards(mine, theirs),
-                    route_reflector_client: false,
-                    password: None,
-                    ttl_security: None,
-                    max_restart_time: None,
-                    node: Some(node.name.clone()),
-                    originated_only: false,
-                });
-            }
+            sessions.add(node, MESH, None);
         }
     }
+    let mut wanted = sessions.wanted;
     wanted.sort_by_key(|peer| peer.address);
     wanted
+}
+
+/// The sessions being gathered, at most one per peer address.
+struct NodeSessions<'a> {
+    me: &'a MeshNode,
+    settings: MeshSettings,
+    wanted: Vec<WantedPeer>,
+    taken: HashSet<IpAddr>,
+}
+
+impl NodeSessions<'_> {
+    /// Adds the sessions between this node and another tortie node, one per family both
+    /// have an address of, unless that address already has one. `peer` is the BGPPeer that
+    /// asked for it (its password and timers apply); a reflector treats an iBGP node that is
+    /// no reflector as its client.
+    fn add(&mut self, node: &MeshNode, label: &'static str, peer: Option<&ExplicitPeer>) {
+        let asn = node.asn.unwrap_or(self.settings.default_asn);
+        let ibgp = asn == self.me.asn.unwrap_or(self.settings.default_asn);
+        for v4 in [true, false] {
+            let (Some(mine), Some(theirs)) = (self.me.address(v4), node.address(v4)) else {
+                continue;
+            };
+            if !self.taken.insert(theirs) {
+                continue;
+            }
+            self.wanted.push(WantedPeer {
+                address: theirs,
+                port: self.settings.port,
+                asn,
+                local_address: mine,
+                label,
+                passive: passive_towards(mine, theirs),
+                route_reflector_client: ibgp && self.me.is_reflector() && !node.is_reflector(),
+                password: peer.and_then(|p| p.password.clone()),
+                ttl_security: peer.and_then(|p| p.ttl_security),
+                max_restart_time: peer.and_then(|p| p.max_restart_time),
+                node: Some(node.name.clone()),
+                originated_only: false,
+            });
+        }
+    }
 }
 
 #[cfg(test)]
