@@ -29,6 +29,28 @@ pub struct NodeRegistration {
     pub vxlan_mac: Option<[u8; 6]>,
 }
 
+impl NodeRegistration {
+    /// This node's addresses and AS, with the tunnel addresses and MAC `previous` (the
+    /// node as stored) already has: what to write before, or without, allocating tunnels.
+    pub fn keeping(
+        name: &str,
+        ipv4: Option<IpNet>,
+        ipv6: Option<IpNet>,
+        asn: Option<u32>,
+        previous: Option<&ClusterNode>,
+    ) -> NodeRegistration {
+        NodeRegistration {
+            name: name.to_string(),
+            ipv4,
+            ipv6,
+            asn,
+            ipip_tunnel: previous.and_then(|n| n.ipip_tunnel),
+            vxlan_tunnel: previous.and_then(|n| n.vxlan_tunnel),
+            vxlan_mac: previous.and_then(|n| n.vxlan_mac),
+        }
+    }
+}
+
 /// Creates or updates the node's Node resource, keeping what others set on it (labels,
 /// route reflector cluster id). Refused when another node has the same address.
 pub fn register<S: Store>(ipam: &Ipam<S>, registration: &NodeRegistration) -> Result<()> {

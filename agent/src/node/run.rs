@@ -132,15 +132,13 @@ pub async fn run(config: NodeConfig) -> Result<()> {
     let labels = previous.map(|n| n.labels.clone()).unwrap_or_default();
     // Registered first, so that a node whose address another node already has is refused
     // before it claims anything.
-    let mut registration = NodeRegistration {
-        name: config.node_name.clone(),
-        ipv4: ipv4.as_ref().map(|d| d.address),
-        ipv6: ipv6.as_ref().map(|d| d.address),
-        asn: config.asn,
-        ipip_tunnel: previous.and_then(|n| n.ipip_tunnel),
-        vxlan_tunnel: previous.and_then(|n| n.vxlan_tunnel),
-        vxlan_mac: previous.and_then(|n| n.vxlan_mac),
-    };
+    let mut registration = NodeRegistration::keeping(
+        &config.node_name,
+        ipv4.as_ref().map(|d| d.address),
+        ipv6.as_ref().map(|d| d.address),
+        config.asn,
+        previous,
+    );
     cluster::register(&ipam, &registration)?;
 
     // The node's blocks and tunnel addresses, before it announces anything.
@@ -743,22 +741,16 @@ impl Agent {
             ?after,
             "the node's address changed; updating the Node resource"
         );
-        let registration = tokio::task::block_in_place(|| {
-            let node = self.view.node(self.node_name());
-            let registration = NodeRegistration {
-                name: self.config.node_name.clone(),
-                ipv4: after.0,
-                ipv6: after.1,
-                asn: self.config.asn,
-                ipip_tunnel: node.and_then(|n| n.ipip_tunnel),
-                vxlan_tunnel: node.and_then(|n| n.vxlan_tunnel),
-                vxlan_mac: node
-                    .and_then(|n| n.vxlan_tunnel)
-                    .map(|_| dataplane::vxlan_mac(self.node_name())),
-            };
-            cluster::register(&self.ipam, &registration)
-        });
-        match registration {
+        let registration = NodeRegistration::keeping(
+            self.node_name(),
+            after.0,
+            after.1,
+            self.config.asn,
+            self.view.node(self.node_name()),
+        );
+        let registered =
+            tokio::task::block_in_place(|| cluster::register(&self.ipam, &registration));
+        match registered {
             Ok(()) => {
                 self.ipv4 = report.ipv4;
                 self.ipv6 = report.ipv6;
