@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use tortie_agent::autodetect::{self, AddressArgs, Output};
-use tortie_agent::node::config::{DEFAULT_RUN_DIR, LogFormat, NodeConfig};
+use tortie_agent::node::config::{LogFormat, NodeConfig, socket_from_env};
 
 #[derive(Parser)]
 #[command(name = "tortie-node", version, about = "tortie's node agent")]
@@ -121,16 +121,9 @@ fn run_main(addresses: AddressArgs) -> ExitCode {
         }
     };
     init_logging(&config.log_filter, config.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tortie-node: cannot start the async runtime: {error}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread().worker_threads(2))
+    else {
+        return ExitCode::from(1);
     };
     match runtime.block_on(tortie_agent::node::run::run(config)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -142,13 +135,17 @@ fn run_main(addresses: AddressArgs) -> ExitCode {
     }
 }
 
+/// Builds the async runtime, or says why it cannot be.
+fn runtime(builder: &mut tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    builder
+        .enable_all()
+        .build()
+        .map_err(|error| eprintln!("tortie-node: cannot start the async runtime: {error}"))
+        .ok()
+}
+
 fn health_main(live: bool, socket: Option<std::path::PathBuf>) -> ExitCode {
-    let socket = socket.unwrap_or_else(|| {
-        std::path::PathBuf::from(
-            std::env::var("TORTIE_RUN_DIR").unwrap_or_else(|_| DEFAULT_RUN_DIR.to_string()),
-        )
-        .join("agent.sock")
-    });
+    let socket = socket.unwrap_or_else(socket_from_env);
     match tortie_agent::api::status(&socket, std::time::Duration::from_secs(5)) {
         Ok(_) if live => {
             println!("live");
@@ -170,15 +167,8 @@ fn health_main(live: bool, socket: Option<std::path::PathBuf>) -> ExitCode {
 }
 
 fn autodetect_main(args: &AddressArgs, output: Output) -> ExitCode {
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(error) => {
-            eprintln!("tortie-node: cannot start the async runtime: {error}");
-            return ExitCode::from(1);
-        }
+    let Some(runtime) = runtime(&mut tokio::runtime::Builder::new_current_thread()) else {
+        return ExitCode::from(1);
     };
     match runtime.block_on(autodetect::run(args)) {
         Ok(report) => {
@@ -238,14 +228,13 @@ fn install_cni_main(
             return ExitCode::from(2);
         }
     };
-    let run_dir = std::env::var("TORTIE_RUN_DIR").unwrap_or_else(|_| DEFAULT_RUN_DIR.to_string());
     let options = InstallOptions {
         source_dir,
         bin_dir,
         conf_dir,
         mtu,
         node_name,
-        agent_socket: std::path::Path::new(&run_dir).join("agent.sock"),
+        agent_socket: socket_from_env(),
     };
     match install(&options) {
         Ok(outcomes) => {

@@ -105,10 +105,24 @@ pub struct NodeConfig {
     pub protocol_names_dir: PathBuf,
 }
 
+/// The agent's local API socket in run directory `run_dir`.
+pub fn socket_in(run_dir: &std::path::Path) -> PathBuf {
+    run_dir.join("agent.sock")
+}
+
+/// The agent's socket as the environment places it (`TORTIE_RUN_DIR`, else the default),
+/// for the commands that talk to a running agent or configure others to.
+pub fn socket_from_env() -> PathBuf {
+    let run_dir = std::env::var_os("TORTIE_RUN_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map_or_else(|| PathBuf::from(DEFAULT_RUN_DIR), PathBuf::from);
+    socket_in(&run_dir)
+}
+
 impl NodeConfig {
     /// The agent's local API socket.
     pub fn socket_path(&self) -> PathBuf {
-        self.run_dir.join("agent.sock")
+        socket_in(&self.run_dir)
     }
 
     /// Reads the configuration through `lookup` (the process environment in production),
