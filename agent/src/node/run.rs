@@ -410,22 +410,23 @@ impl Agent {
         };
         if Some(generation) != self.generation {
             self.resync().await?;
-            self.generation = Some(generation);
         }
         self.sweep_kept_routes().await;
         Ok(())
     }
 
     /// Reads everything from the datastore and brings peers, announcements and the kernel in
-    /// line with it.
+    /// line with it. Remembers the store's generation as of before the reads, so the poll
+    /// resyncs again only for writes made after them (ours included, which came before).
     async fn resync(&mut self) -> Result<()> {
         let loaded = tokio::task::block_in_place(|| {
+            let generation = self.ipam.store().generation()?;
             let view = cluster::load(&self.ipam)?;
             let usage = self.ipam.utilization()?;
             let affinities = self.ipam.affinities(Some(&self.config.node_name))?;
-            Ok::<_, anyhow::Error>((view, usage, affinities))
+            Ok::<_, anyhow::Error>((generation, view, usage, affinities))
         });
-        let (view, usage, affinities) = match loaded {
+        let (generation, view, usage, affinities) = match loaded {
             Ok(loaded) => loaded,
             Err(error) => {
                 self.datastore_error = Some(format!("{error:#}"));
@@ -433,6 +434,7 @@ impl Agent {
             }
         };
         self.datastore_error = None;
+        self.generation = Some(generation);
         self.view = view;
         let me = self.node_name().to_string();
         self.own_blocks = affinities
@@ -821,7 +823,14 @@ impl Agent {
                     Ok(assigned) => {
                         // A new block (or a borrowed address) is announced at once, not at
                         // the next datastore poll: this is the path a pod start takes.
-                        if let Err(error) = self.resync().await {
+                        // Addresses from blocks already announced change nothing to
+                        // announce, and the poll takes in the write.
+                        let announced = assigned
+                            .ipv4
+                            .iter()
+                            .chain(&assigned.ipv6)
+                            .all(|a| self.own_blocks.contains(&a.block));
+                        if !announced && let Err(error) = self.resync().await {
                             warn!("{error:#}");
                         }
                         Response::Assigned {
@@ -837,7 +846,12 @@ impl Agent {
                 let released = tokio::task::block_in_place(|| self.ipam.release_handle(&handle));
                 match released {
                     Ok(addresses) => {
-                        if let Err(error) = self.resync().await {
+                        // A borrowed address is withdrawn at once; one of our own blocks'
+                        // changes nothing announced (the poll takes in the write).
+                        let own = addresses
+                            .iter()
+                            .all(|a| self.own_blocks.iter().any(|b| b.contains(a)));
+                        if !own && let Err(error) = self.resync().await {
                             warn!("{error:#}");
                         }
                         Response::Released { addresses }
