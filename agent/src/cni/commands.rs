@@ -78,10 +78,7 @@ fn host_link(invocation: &Invocation) -> String {
 /// ADD: addresses from the agent, then the veth; any failure after the assignment undoes
 /// both, so a pod is never left half-wired nor an address held for nothing.
 pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json::Value, CniError> {
-    let netns_path = invocation
-        .netns
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is not set", ""))?;
+    let netns_path = invocation.required_netns()?;
     // Opened before anything is allocated: a pod whose netns is gone gets nothing.
     let netns = wiring::open_netns(netns_path)?;
     let handle = handle(config, invocation);
@@ -236,10 +233,7 @@ pub fn check(
     config: &NetworkConfig,
     invocation: &Invocation,
 ) -> Result<serde_json::Value, CniError> {
-    let netns_path = invocation
-        .netns
-        .as_deref()
-        .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is not set", ""))?;
+    let netns_path = invocation.required_netns()?;
     let netns = wiring::open_netns(netns_path)?;
     let handle = handle(config, invocation);
     let request = Request::Addresses {

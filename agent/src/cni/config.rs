@@ -129,6 +129,13 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// `CNI_NETNS`, which ADD and CHECK cannot do without.
+    pub fn required_netns(&self) -> Result<&std::path::Path, CniError> {
+        self.netns
+            .as_deref()
+            .ok_or_else(|| CniError::new(ErrorCode::InvalidEnvironment, "CNI_NETNS is not set", ""))
+    }
+
     /// Reads the environment through `lookup` (so tests need not touch the process's).
     pub fn from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Invocation, CniError> {
         let missing = |name: &str| {
