@@ -37,6 +37,16 @@ fn wait_routes(cluster: &Cluster, index: usize, wanted: &[String]) {
     );
 }
 
+/// `tortie-node health <probe>` against node `index`'s agent.
+fn health(cluster: &Cluster, index: usize, probe: &str) -> tortie_tests::Output {
+    run_in(
+        &cluster.lan.hosts[index],
+        tortie_node(),
+        ["health", probe],
+        &[("TORTIE_SOCKET", &cluster.socket(index))],
+    )
+}
+
 fn apply(cluster: &Cluster, yaml: &str) {
     let file = cluster.scratch.write("apply.yaml", yaml);
     let output = cluster.tortiectl(0, &["apply", "-f", &file.display().to_string()]);
@@ -102,12 +112,7 @@ fn a_plain_mesh_routes_blocks_learns_joiners_and_survives_restarts() {
             text.stdout
         );
     }
-    let ready = run_in(
-        &cluster.lan.hosts[0],
-        tortie_node(),
-        ["health", "--ready"],
-        &[("TORTIE_SOCKET", &cluster.socket(0))],
-    );
+    let ready = health(&cluster, 0, "--ready");
     assert!(ready.success(), "{ready}");
     let metrics = http_get(&cluster, 0, "/metrics");
     assert!(
@@ -415,20 +420,10 @@ fn without_ipip_in_the_kernel_an_ipip_pool_is_reported_not_retried_silently() {
         "and the alternative: {}",
         text.stdout
     );
-    let ready = run_in(
-        &cluster.lan.hosts[0],
-        tortie_node(),
-        ["health", "--ready"],
-        &[("TORTIE_SOCKET", &cluster.socket(0))],
-    );
+    let ready = health(&cluster, 0, "--ready");
     assert_eq!(ready.code(), Some(1), "{ready}");
     assert!(ready.stdout.contains(fix), "{ready}");
-    let live = run_in(
-        &cluster.lan.hosts[0],
-        tortie_node(),
-        ["health", "--live"],
-        &[("TORTIE_SOCKET", &cluster.socket(0))],
-    );
+    let live = health(&cluster, 0, "--live");
     assert!(live.success(), "{live}");
     assert!(
         cluster.log(0).contains(fix),
