@@ -16,6 +16,8 @@ packages=(
   cpio
   containernetworking-plugins  # the reference CNI plugins (bridge, macvlan, portmap, ...) in
                                # /usr/lib/cni, chained with tortie and used with tortie-ipam
+  tcpdump       # the end-to-end tests capture on a node's interface (encapsulated or not)
+  iperf3        # full-size TCP transfers between pods; the throughput bench
 )
 
 missing=()
