@@ -24,10 +24,14 @@ impl Cluster {
     /// (pool settings, for instance).
     #[track_caller]
     pub fn new(tag: &str, count: usize, env: &[(&str, &str)]) -> Cluster {
-        let lan = Lan::new(tag, count);
+        Cluster::on(Lan::new(tag, count), tag, env)
+    }
+
+    /// A cluster on `lan` (e.g. [`Lan::routed`]), one node per host, no agent started yet.
+    pub fn on(lan: Lan, tag: &str, env: &[(&str, &str)]) -> Cluster {
         let scratch = ScratchDir::new(tag);
         Cluster {
-            agents: (0..count).map(|_| None).collect(),
+            agents: (0..lan.hosts.len()).map(|_| None).collect(),
             lan,
             scratch,
             env: env

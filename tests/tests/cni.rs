@@ -6,120 +6,21 @@
 
 use std::time::Duration;
 
-use tortie_tests::cluster::CLUSTER_WAIT;
-use tortie_tests::{Cluster, Exec, Netns, Output, binary, run_in, wait_until};
+use tortie_tests::{Cluster, Exec, Netns, Output, Pod, run_in, wait_ping};
 
 /// The network configuration a runtime would pass, for node `index`'s agent.
 fn config(cluster: &Cluster, index: usize, version: &str) -> String {
-    serde_json::json!({
-        "cniVersion": version,
-        "name": "k8s-pod-network",
-        "type": "tortie",
-        "agent_socket": cluster.socket(index),
-        "mtu": 1400,
-    })
-    .to_string()
+    cluster.cni_config(index, version, 1400)
 }
 
-/// Runs the plugin in node `index`'s namespace, as a runtime would.
 fn plugin(cluster: &Cluster, index: usize, env: &[(&str, &str)], stdin: &str) -> Output {
-    Exec::new(binary("tortie"))
-        .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(stdin.as_bytes().to_vec())
-        .timeout(Duration::from_secs(60))
-        .run_in(&cluster.lan.hosts[index])
+    cluster.plugin(index, env, stdin)
 }
 
-/// A pod: its netns (the test's guard) and what ADD said.
-struct Pod {
-    netns: Netns,
-    node: usize,
-    name: String,
-    address: String,
-    host_link: String,
-}
-
-impl Pod {
-    fn path(&self) -> String {
-        format!("/run/netns/{}", self.netns.name())
-    }
-
-    fn container_id(&self) -> String {
-        format!("ctr-{}", self.name)
-    }
-
-    fn env(&self, command: &str) -> Vec<(String, String)> {
-        vec![
-            ("CNI_COMMAND".into(), command.into()),
-            ("CNI_CONTAINERID".into(), self.container_id()),
-            ("CNI_NETNS".into(), self.path()),
-            ("CNI_IFNAME".into(), "eth0".into()),
-            (
-                "CNI_ARGS".into(),
-                format!(
-                    "IgnoreUnknown=1;K8S_POD_NAMESPACE=test;K8S_POD_NAME={}",
-                    self.name
-                ),
-            ),
-        ]
-    }
-
-    fn run(&self, cluster: &Cluster, command: &str, stdin: &str) -> Output {
-        let env = self.env(command);
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        plugin(cluster, self.node, &env, stdin)
-    }
-}
-
-/// Creates a pod on node `node` with ADD and checks the result's shape.
+/// Creates a pod on node `node` with ADD (MTU 1400) and checks the result's shape.
 #[track_caller]
 fn add_pod(cluster: &Cluster, node: usize, name: &str) -> Pod {
-    let mut pod = Pod {
-        netns: Netns::new(&format!("pod-{name}")),
-        node,
-        name: name.to_string(),
-        address: String::new(),
-        host_link: String::new(),
-    };
-    let output = pod.run(cluster, "ADD", &config(cluster, node, "1.0.0"));
-    assert!(output.success(), "ADD of {name}: {output}");
-    let result: serde_json::Value =
-        serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output}"));
-    assert_eq!(result["cniVersion"], "1.0.0", "{result}");
-    let interfaces = result["interfaces"].as_array().expect("interfaces");
-    assert_eq!(interfaces.len(), 2, "{result}");
-    assert_eq!(interfaces[0]["mac"], "ee:ee:ee:ee:ee:ee", "{result}");
-    assert_eq!(interfaces[1]["name"], "eth0", "{result}");
-    assert_eq!(interfaces[1]["sandbox"], pod.path().as_str(), "{result}");
-    assert_eq!(result["routes"][0]["gw"], "169.254.1.1", "{result}");
-    let address = result["ips"][0]["address"].as_str().expect("an address");
-    assert!(
-        address.starts_with("198.18.") && address.ends_with("/32"),
-        "{result}"
-    );
-    pod.address = address.trim_end_matches("/32").to_string();
-    pod.host_link = interfaces[0]["name"]
-        .as_str()
-        .expect("host link")
-        .to_string();
-    assert!(
-        pod.host_link.starts_with("cali") && pod.host_link.len() == 15,
-        "{result}"
-    );
-    pod
-}
-
-#[track_caller]
-fn wait_ping(from: &Netns, to: &str) {
-    wait_until(CLUSTER_WAIT, &format!("{} pings {to}", from.name()), || {
-        let output = run_in(from, "ping", ["-c", "1", "-W", "1", to], &[]);
-        if output.success() {
-            Ok(())
-        } else {
-            Err(format!("{output}"))
-        }
-    });
+    cluster.add_pod_with(node, name, &config(cluster, node, "1.0.0"))
 }
 
 fn start_cluster(tag: &str) -> Cluster {

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use tortie_tests::{Exec, Netns, run_in, veth, wait_until};
+use tortie_tests::{Exec, Lan, Netns, run_in, veth, wait_until};
 
 fn namespace_exists(name: &str) -> bool {
     Path::new("/run/netns").join(name).exists()
@@ -217,4 +217,43 @@ fn namespaces_left_by_a_killed_test_process_are_swept() {
     tortie_tests::netns::sweep_orphans();
     assert!(!namespace_exists(&orphan.0), "{} should be swept", orphan.0);
     assert!(namespace_exists(&alive.0), "{} should be kept", alive.0);
+}
+
+#[test]
+fn a_routed_lan_joins_its_two_subnets_through_the_router() {
+    let lan = Lan::routed("routed", 1, 2);
+    assert_eq!(lan.v4(0).to_string(), "198.51.100.10");
+    assert_eq!(lan.v4(1).to_string(), "203.0.113.10");
+    assert_eq!(lan.v4(2).to_string(), "203.0.113.11");
+    for (from, to) in [(0, 1), (1, 0), (1, 2)] {
+        let target = lan.v4(to).to_string();
+        wait_until(
+            Duration::from_secs(30),
+            &format!("host {from} pings {target}"),
+            || {
+                let output = run_in(
+                    &lan.hosts[from],
+                    "ping",
+                    ["-c", "1", "-W", "1", &target],
+                    &[],
+                );
+                if output.success() {
+                    Ok(())
+                } else {
+                    Err(format!("{output}"))
+                }
+            },
+        );
+    }
+    // Across subnets, the path is two hops (through the router); within one, a single hop.
+    let across = run_in(
+        &lan.hosts[0],
+        "ping",
+        ["-c", "1", "-t", "1", "203.0.113.10"],
+        &[],
+    );
+    assert!(
+        !across.success(),
+        "a TTL of 1 must not cross the router: {across}"
+    );
 }
