@@ -382,8 +382,8 @@ fn gc_frees_exactly_the_stale_attachments_and_status_says_ready() {
     assert_eq!(ipam_allocations(&cluster), 0);
 }
 
-/// A reference interface plugin's configuration (`bridge` or `macvlan`), with tortie-ipam's
-/// addresses, on node 0.
+/// A reference interface plugin's configuration (`bridge`, `macvlan` or `ipvlan`), with
+/// tortie-ipam's addresses, on node 0.
 fn reference_config(cluster: &Cluster, plugin: &str) -> String {
     let mut config = serde_json::json!({
         "cniVersion": "1.0.0",
@@ -401,9 +401,13 @@ fn reference_config(cluster: &Cluster, plugin: &str) -> String {
             config["isGateway"] = false.into();
             config["ipMasq"] = false.into();
         }
-        _ => {
+        "macvlan" => {
             config["master"] = "eth0".into();
             config["mode"] = "bridge".into();
+        }
+        _ => {
+            config["master"] = "eth0".into();
+            config["mode"] = "l2".into();
         }
     }
     config.to_string()
@@ -444,8 +448,88 @@ fn the_reference_bridge_and_macvlan_plugins_wire_pods_with_tortie_ipam() {
     }
 }
 
+/// Whether this host's kernel makes ipvlan links (CI's lacks the module): tried for real in
+/// a throwaway namespace.
+fn host_has_ipvlan() -> bool {
+    let probe = Netns::new("ipvlan-probe");
+    let far = Netns::new("ipvlan-far");
+    tortie_tests::veth(&probe, "eth0", &far, "eth0");
+    probe
+        .try_ip(&[
+            "link", "add", "link", "eth0", "name", "ipv0", "type", "ipvlan",
+        ])
+        .success()
+}
+
+/// The reference `ipvlan` with tortie-ipam: on this host when its kernel has ipvlan, else in
+/// the VM tier (Debian's stock kernel has it), as [`inside_the_vm_ipvlan_pods_get_tortie_addresses`].
+#[test]
+fn the_reference_ipvlan_plugin_wires_pods_with_tortie_ipam() {
+    if host_has_ipvlan() {
+        println!("this kernel has ipvlan: testing it here");
+        let cluster = start_cluster("cni-ipvl");
+        reference_pair(&cluster, "ipvlan");
+        return;
+    }
+    if let Some(reason) = tortie_tests::vm::unavailable() {
+        panic!("this kernel has no ipvlan and the VM tier cannot run: {reason}");
+    }
+    let executable = std::env::current_exe().expect("the test executable's path");
+    let output = tortie_tests::vm::run_in_vm(
+        &executable.display().to_string(),
+        &[
+            "--ignored",
+            "--exact",
+            "inside_the_vm_ipvlan_pods_get_tortie_addresses",
+            "--nocapture",
+            "--test-threads=1",
+        ],
+        Duration::from_secs(600),
+    );
+    assert!(
+        output.success() && output.stdout.contains("ipvlan pair: ok"),
+        "ipvlan with tortie-ipam in the VM: {output}"
+    );
+}
+
+#[test]
+#[ignore = "runs inside the VM tier: started by the_reference_ipvlan_plugin_wires_pods_with_tortie_ipam"]
+fn inside_the_vm_ipvlan_pods_get_tortie_addresses() {
+    assert!(
+        host_has_ipvlan(),
+        "the VM's kernel should make ipvlan links"
+    );
+    let cluster = start_cluster("cni-ipvl");
+    reference_pair(&cluster, "ipvlan");
+    println!("ipvlan pair: ok");
+}
+
+/// Runs `tortie-ipam` itself on node 0 with `command` and `config`, as an interface plugin
+/// passes GC and STATUS on to its IPAM plugin (spec 1.1; Debian's reference plugins predate
+/// it, so the test plays the interface plugin).
+fn ipam_command(
+    cluster: &Cluster,
+    command: &str,
+    pod: Option<&(Netns, String, String)>,
+    config: &serde_json::Value,
+) -> Output {
+    let mut exec = Exec::new(tortie_tests::binary("tortie-ipam"));
+    if let Some((netns, container, _)) = pod {
+        exec = exec
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", format!("/run/netns/{}", netns.name()))
+            .env("CNI_IFNAME", "eth0");
+    }
+    exec.env("CNI_COMMAND", command)
+        .env("CNI_PATH", "/usr/lib/cni")
+        .stdin(config.to_string().into_bytes())
+        .timeout(Duration::from_secs(60))
+        .run_in(&cluster.lan.hosts[0])
+}
+
 /// Two pods wired by the reference `plugin` with tortie-ipam: distinct addresses, they
-/// reach each other, DEL releases both.
+/// reach each other; tortie-ipam's STATUS is ready and its GC frees exactly the pod missing
+/// from the valid attachments; DEL releases the rest.
 fn reference_pair(cluster: &Cluster, plugin: &str) {
     let pods: Vec<(Netns, String, String)> = (0..2)
         .map(|i| {
@@ -468,6 +552,35 @@ fn reference_pair(cluster: &Cluster, plugin: &str) {
     assert_eq!(ipam_allocations(cluster), 2);
     wait_ping(&pods[0].0, &pods[1].2);
     wait_ping(&pods[1].0, &pods[0].2);
+
+    let mut config: serde_json::Value =
+        serde_json::from_str(&reference_config(cluster, plugin)).expect("JSON");
+    config["cniVersion"] = "1.1.0".into();
+    let output = ipam_command(cluster, "STATUS", None, &config);
+    assert!(output.success(), "tortie-ipam STATUS: {output}");
+    let output = ipam_command(cluster, "GC", None, &config);
+    assert!(
+        !output.success() && output.stdout.contains("valid-attachments"),
+        "tortie-ipam GC without the list must refuse: {output}"
+    );
+    assert_eq!(ipam_allocations(cluster), 2);
+    config["cni.dev/valid-attachments"] =
+        serde_json::json!([{"containerID": pods[0].1, "ifname": "eth0"}]);
+    let output = ipam_command(cluster, "GC", None, &config);
+    assert!(output.success(), "tortie-ipam GC: {output}");
+    assert_eq!(
+        ipam_allocations(cluster),
+        1,
+        "GC frees exactly the stale pod"
+    );
+    let output = ipam_command(cluster, "CHECK", Some(&pods[0]), &config);
+    assert!(output.success(), "the valid pod survives GC: {output}");
+    let output = ipam_command(cluster, "CHECK", Some(&pods[1]), &config);
+    assert!(
+        !output.success() && output.stdout.contains("holds no address"),
+        "the stale pod's addresses are gone: {output}"
+    );
+
     for (netns, container, _) in &pods {
         let output = reference(cluster, plugin, netns, container, "DEL");
         assert!(output.success(), "{plugin} DEL: {output}");

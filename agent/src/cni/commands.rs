@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::config::{Invocation, NetworkConfig};
+use super::config::{Invocation, NetworkConfig, ValidAttachment};
 use super::spec::{self, CniError, CniResult, ErrorCode, Interface, IpConfig, Route};
 use super::wiring::{self, Attachment, GATEWAY_V4, GATEWAY_V6};
 use crate::api::{self, ClientError, Request, Response};
@@ -214,14 +214,31 @@ fn result(
     serde_json::to_value(result).unwrap_or_default()
 }
 
-/// DEL: the veth (and with it the host route and the pod side), then the addresses. What is
+/// DEL: the veth (and with it the host route and the pod side), and the addresses. What is
 /// already gone is success, so a runtime may repeat DEL as often as it likes.
+///
+/// The release goes to the agent while the kernel deletes the veth (which waits for an RCU
+/// grace period, the larger part of DEL): an address that comes free a few milliseconds
+/// before its old veth is gone is harmless, since a new pod's host route replaces the old one
+/// and the old link's deletion takes only routes through itself.
 pub fn del(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json::Value, CniError> {
-    wiring::unwire(&host_link(invocation))?;
     let release = Request::Release {
         handle: handle(config, invocation),
     };
-    match ask(&config.agent_socket, &release)? {
+    let (unwired, released) = std::thread::scope(|scope| {
+        let releasing = scope.spawn(|| ask(&config.agent_socket, &release));
+        let unwired = wiring::unwire(&host_link(invocation));
+        let released = releasing.join().unwrap_or_else(|_| {
+            Err(CniError::new(
+                ErrorCode::Io,
+                "the release request's thread panicked",
+                "",
+            ))
+        });
+        (unwired, released)
+    });
+    unwired?;
+    match released? {
         Response::Released { .. } => Ok(serde_json::Value::Null),
         other => Err(unexpected(other)),
     }
@@ -293,25 +310,39 @@ pub fn version(requested: &str) -> serde_json::Value {
 /// `cni.dev/valid-attachments`. Only allocations go: a stale veth's name comes from its
 /// pod's name, which GC is not told, and the kernel removes a veth with its netns anyway.
 pub fn gc(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
-    let Some(valid) = &config.valid_attachments else {
+    release_stale(
+        &config.agent_socket,
+        &config.name,
+        config.valid_attachments.as_deref(),
+    )
+}
+
+/// GC's work, for both plugins: every handle `<network>.<container>` the agent holds for
+/// this node whose container is not among `valid` is released.
+pub(super) fn release_stale(
+    socket: &Path,
+    network: &str,
+    valid: Option<&[ValidAttachment]>,
+) -> Result<serde_json::Value, CniError> {
+    let Some(valid) = valid else {
         return Err(CniError::new(
             ErrorCode::InvalidConfig,
             "GC needs \"cni.dev/valid-attachments\" in the configuration",
             "without it every attachment would look stale",
         ));
     };
-    let prefix = format!("{}.", config.name);
+    let prefix = format!("{network}.");
     let valid: std::collections::HashSet<String> = valid
         .iter()
         .map(|attachment| format!("{prefix}{}", attachment.container_id))
         .collect();
-    let handles = match ask(&config.agent_socket, &Request::Handles { prefix })? {
+    let handles = match ask(socket, &Request::Handles { prefix })? {
         Response::Handles { handles } => handles,
         other => return Err(unexpected(other)),
     };
     for handle in handles.into_iter().filter(|handle| !valid.contains(handle)) {
         tracing::info!(handle, "GC: releasing a stale attachment's addresses");
-        match ask(&config.agent_socket, &Request::Release { handle })? {
+        match ask(socket, &Request::Release { handle })? {
             Response::Released { .. } => {}
             other => return Err(unexpected(other)),
         }
@@ -323,6 +354,15 @@ pub fn gc(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
 /// configuration asks for has a free address (node selectors and block limits are not
 /// weighed: ADD may still find no room for this node).
 pub fn status(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
+    readiness(&config.agent_socket, config.assign_ipv4, config.assign_ipv6)
+}
+
+/// STATUS's work, for both plugins.
+pub(super) fn readiness(
+    socket: &Path,
+    assign_ipv4: bool,
+    assign_ipv6: bool,
+) -> Result<serde_json::Value, CniError> {
     let not_available = |details: String| {
         CniError::new(
             ErrorCode::NotAvailable,
@@ -330,7 +370,7 @@ pub fn status(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
             details,
         )
     };
-    let (free_ipv4, free_ipv6) = match ask(&config.agent_socket, &Request::Capacity) {
+    let (free_ipv4, free_ipv6) = match ask(socket, &Request::Capacity) {
         Ok(Response::Capacity {
             free_ipv4,
             free_ipv6,
@@ -338,12 +378,12 @@ pub fn status(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
         Ok(other) => return Err(unexpected(other)),
         Err(error) => return Err(not_available(error.to_string())),
     };
-    if config.assign_ipv4 && free_ipv4 == 0 {
+    if assign_ipv4 && free_ipv4 == 0 {
         return Err(not_available(
             "no enabled IPv4 pool has a free address".into(),
         ));
     }
-    if config.assign_ipv6 && free_ipv6 == 0 {
+    if assign_ipv6 && free_ipv6 == 0 {
         return Err(not_available(
             "no enabled IPv6 pool has a free address".into(),
         ));

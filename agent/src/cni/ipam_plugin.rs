@@ -1,6 +1,7 @@
 //! `tortie-ipam`: tortie's addresses for any interface plugin (the reference `bridge`,
 //! `macvlan`, `ipvlan`, and so Multus secondary networks). It only assigns and releases,
-//! through the node agent like `tortie`; the interface plugin wires the pod.
+//! through the node agent like `tortie`; the interface plugin wires the pod. GC and STATUS
+//! (spec 1.1, which an interface plugin passes on to its IPAM plugin) do what `tortie`'s do.
 //!
 //! Addresses are returned as /32 (/128), with no gateway: a pool's addresses are spread over
 //! nodes' blocks, so no subnet is the pod's own and no address of it is free to serve as a
@@ -14,7 +15,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::commands::{self, ask};
-use super::config::{Command, Invocation};
+use super::config::{Command, Invocation, ValidAttachment};
 use super::spec::{self, CniError, CniResult, ErrorCode, IpConfig, Route};
 use crate::api::{Request, Response};
 
@@ -25,6 +26,10 @@ pub struct IpamNetworkConfig {
     pub cni_version: String,
     pub name: String,
     pub ipam: IpamConfig,
+    /// GC's list of the attachments still in use (the runtime's, passed on by the
+    /// interface plugin).
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,14 +131,12 @@ fn dispatch(
             Response::Addresses { .. } => Ok(serde_json::Value::Null),
             other => Err(commands::unexpected(other)),
         },
-        Command::Gc | Command::Status => Err(CniError::new(
-            ErrorCode::InvalidEnvironment,
-            format!(
-                "tortie-ipam does not implement {:?} yet",
-                invocation.command
-            ),
-            "use the tortie plugin's GC and STATUS",
-        )),
+        Command::Gc => {
+            commands::release_stale(socket, &config.name, config.valid_attachments.as_deref())
+        }
+        Command::Status => {
+            commands::readiness(socket, config.ipam.assign_ipv4, config.ipam.assign_ipv6)
+        }
         Command::Version => unreachable!("answered above"),
     }
 }
