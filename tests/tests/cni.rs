@@ -793,3 +793,87 @@ fn without_a_configured_mtu_the_pod_gets_the_host_mtu_less_encapsulation() {
     let output = pod.run(&cluster, "DEL", &config);
     assert!(output.success(), "{output}");
 }
+
+/// Dual-stack pods: with an IPv6 pool and `assign_ipv6`, a pod gets a /128 beside its /32,
+/// its IPv6 default route through fe80::ecee:eeff:feee:eeee (the host side's link-local,
+/// from its fixed MAC), a host route `/128 dev cali…`, and reaches a pod on the other node
+/// over IPv6 as over IPv4.
+#[test]
+fn dual_stack_pods_get_an_ipv6_address_and_reach_each_other_over_it() {
+    let mut cluster = Cluster::new(
+        "cni-v6",
+        2,
+        &[
+            ("TORTIE_IPV4POOL_IPIP", "Never"),
+            ("IP6", "autodetect"),
+            ("IP6_AUTODETECTION_METHOD", "interface=eth0"),
+            ("TORTIE_IPV6POOL_CIDR", "2001:db8:42::/48"),
+        ],
+    );
+    cluster.start(0);
+    cluster.start(1);
+    // One session per family, as Calico's mesh has.
+    cluster.wait_established(0, 2);
+    cluster.wait_established(1, 2);
+    let pods: Vec<(Pod, String)> = (0..2)
+        .map(|node| {
+            let mut config: serde_json::Value =
+                serde_json::from_str(&config(&cluster, node, "1.0.0")).expect("JSON");
+            config["assign_ipv6"] = true.into();
+            let pod = Pod {
+                netns: Netns::new(&format!("pod-v6-{node}")),
+                node,
+                name: format!("v6-{node}"),
+                address: String::new(),
+                host_link: String::new(),
+            };
+            let output = pod.run(&cluster, "ADD", &config.to_string());
+            assert!(output.success(), "dual-stack ADD: {output}");
+            let result: serde_json::Value =
+                serde_json::from_str(&output.stdout).unwrap_or_else(|e| panic!("{e}: {output}"));
+            let ips = result["ips"].as_array().expect("ips");
+            assert_eq!(ips.len(), 2, "{result}");
+            let v6 = ips[1]["address"].as_str().expect("an IPv6 address");
+            assert!(
+                v6.starts_with("2001:db8:42:") && v6.ends_with("/128"),
+                "{result}"
+            );
+            assert_eq!(result["routes"][1]["dst"], "::/0", "{result}");
+            assert_eq!(
+                result["routes"][1]["gw"], "fe80::ecee:eeff:feee:eeee",
+                "{result}"
+            );
+            let v6 = v6.trim_end_matches("/128").to_string();
+            let pod_routes = pod.netns.ip(&["-6", "route", "show"]).stdout;
+            assert!(
+                pod_routes.contains("default via fe80::ecee:eeff:feee:eeee dev eth0"),
+                "{pod_routes}"
+            );
+            let host_link = result["interfaces"][0]["name"].as_str().expect("host link");
+            let host_routes = ip(
+                &cluster,
+                node,
+                &["-6", "route", "show", &format!("{v6}/128")],
+            );
+            assert!(
+                host_routes.contains(&format!("dev {host_link}")),
+                "{host_routes}"
+            );
+            (pod, v6)
+        })
+        .collect();
+    wait_ping(&pods[0].0.netns, &pods[1].1);
+    wait_ping(&pods[1].0.netns, &pods[0].1);
+    let output = pods[0].0.run(&cluster, "CHECK", &{
+        let mut config: serde_json::Value =
+            serde_json::from_str(&config(&cluster, 0, "1.0.0")).expect("JSON");
+        config["assign_ipv6"] = true.into();
+        config.to_string()
+    });
+    assert!(output.success(), "CHECK of a dual-stack pod: {output}");
+    for (pod, _) in &pods {
+        let output = pod.run(&cluster, "DEL", &config(&cluster, pod.node, "1.0.0"));
+        assert!(output.success(), "{output}");
+    }
+    assert_eq!(ipam_allocations(&cluster), 0);
+}

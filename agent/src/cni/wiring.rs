@@ -22,6 +22,7 @@ use std::os::fd::AsRawFd;
 use std::path::Path;
 
 use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage};
 use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::route::{
@@ -279,9 +280,17 @@ async fn wire_pod_side(handle: &Handle, attachment: &Attachment<'_>) -> Result<W
         .await
         .map_err(|e| io_error(format!("cannot bring {ifname} up"), e))?;
     for address in attachment.addresses {
-        handle
-            .address()
-            .add(index, *address, host_len(*address))
+        let mut request = handle.address().add(index, *address, host_len(*address));
+        if address.is_ipv6() {
+            // No duplicate address detection: IPAM made the /128 unique, and DAD would keep
+            // it "tentative" (unusable) for a second after ADD returns.
+            let message = request.message_mut();
+            message.header.flags |= AddressHeaderFlags::Nodad;
+            message
+                .attributes
+                .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        }
+        request
             .execute()
             .await
             .map_err(|e| io_error(format!("cannot add {address} to {ifname}"), e))?;
@@ -437,12 +446,14 @@ pub fn check(attachment: &Attachment, netns: &File) -> Result<Vec<String>, CniEr
                 route.destination == Some(*address)
                     && route.prefix_len == host_len(*address)
                     && route.output == Some(index)
-                    && route.scope == RouteScope::Link
+                    // IPv6 routes have no scope: the kernel reports universe for all.
+                    && (route.scope == RouteScope::Link || address.is_ipv6())
                     && route.protocol == RouteProtocol::from(ROUTE_PROTOCOL)
             });
             if !present {
+                let scope = if address.is_ipv4() { " scope link" } else { "" };
                 problems.push(format!(
-                    "the host route {address}/{} dev {host_link} scope link proto tortie is missing",
+                    "the host route {address}/{} dev {host_link}{scope} proto tortie is missing",
                     host_len(*address)
                 ));
             }

@@ -18,8 +18,8 @@
 //! - tunl0 is the ipip module's shared fallback device: adopted when IPIP is wanted, left
 //!   as it is when not. `vxlan.tortie` is tortie's own and is deleted when not wanted.
 //! - Only IPv4 addresses of the tunnel devices are managed; the kernel's IPv6 link-local
-//!   on vxlan.tortie stays. `ip_forward` is IPv4's; IPv6 forwarding (which also changes how
-//!   the host treats router advertisements) is left to whoever enables IPv6 pools.
+//!   on vxlan.tortie stays. `ip_forward` is always on; IPv6 forwarding (which also changes
+//!   how the host treats router advertisements) only when an IPv6 route is wanted.
 //! - [`Dataplane::update_routes`] trusts what it knows of the kernel (read at connect and
 //!   reconcile, kept by its own changes): a route deleted behind its back comes back at
 //!   the next [`Dataplane::reconcile`], which re-reads everything.
@@ -367,8 +367,10 @@ pub struct Dataplane {
     /// changes nothing cost no syscall, and tells an update whether a prefix is ours to
     /// replace.
     installed: HashMap<IpNet, RouteTarget>,
-    /// The namespace's `net.ipv4.ip_forward`, opened with the sockets.
+    /// The namespace's `net.ipv4.ip_forward` and `net.ipv6.conf.all.forwarding`, opened
+    /// with the sockets.
     ip_forward: sysctl::IpForward,
+    ipv6_forward: sysctl::IpForward,
 }
 
 impl Drop for Dataplane {
@@ -395,7 +397,8 @@ impl Dataplane {
             sender,
             links: links::LinkIndex::default(),
             installed: HashMap::new(),
-            ip_forward: sysctl::IpForward::open(),
+            ip_forward: sysctl::IpForward::ipv4(),
+            ipv6_forward: sysctl::IpForward::ipv6(),
         };
         dataplane.links = links::LinkIndex::read(&dataplane.handle).await?;
         let in_kernel = routes::dump(&dataplane.handle, &dataplane.links).await?;
@@ -415,6 +418,17 @@ impl Dataplane {
             Ok(true) => report.replaced += 1,
             Ok(false) => report.unchanged += 1,
             Err(why) => report.fail("net.ipv4.ip_forward=1", why),
+        }
+        if desired
+            .routes
+            .keys()
+            .any(|prefix| matches!(prefix, IpNet::V6(_)))
+        {
+            match self.ipv6_forward.enable() {
+                Ok(true) => report.replaced += 1,
+                Ok(false) => report.unchanged += 1,
+                Err(why) => report.fail("net.ipv6.conf.all.forwarding=1", why),
+            }
         }
         self.links = links::LinkIndex::read(&self.handle).await?;
         if let Some(spec) = &desired.tunl0 {

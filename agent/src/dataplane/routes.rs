@@ -150,7 +150,11 @@ fn parse(message: RouteMessage, links: &LinkIndex) -> Option<(IpNet, KernelRoute
             device: device(index),
             onlink: header.flags.contains(RouteFlags::Onlink),
         }),
-        (RouteType::Unicast, None, Some(index)) if header.scope == RouteScope::Link => {
+        // IPv6 routes have no scope (the kernel reports every one as universe): a direct
+        // IPv6 route is what `scope link` is for IPv4.
+        (RouteType::Unicast, None, Some(index))
+            if header.scope == RouteScope::Link || matches!(prefix, IpNet::V6(_)) =>
+        {
             Some(RouteTarget::Link {
                 device: device(index),
             })

@@ -1,5 +1,5 @@
-//! The files the dataplane writes: the IPv4 forwarding sysctl and the name of its route
-//! protocol for iproute2.
+//! The files the dataplane writes: the forwarding sysctls and the name of its route protocol
+//! for iproute2.
 
 use std::fs;
 use std::io;
@@ -15,6 +15,9 @@ pub const PROTOCOL_NAMES_DIR: &str = "/etc/iproute2/rt_protos.d";
 pub const PROTOCOL_NAME: &str = "tortie";
 
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+/// IPv6's switch: the kernel forwards IPv6 only when `all` says so (per-interface
+/// `forwarding` decides router behaviour, not whether packets are forwarded).
+const IPV6_FORWARD: &str = "/proc/sys/net/ipv6/conf/all/forwarding";
 
 /// Writes `<dir>/tortie.conf` naming protocol 75 `tortie`, unless it already says so.
 /// Creates `dir` if needed (Debian ships `/etc/iproute2` but not always `rt_protos.d`).
@@ -44,24 +47,38 @@ pub fn ip_forwarding() -> io::Result<bool> {
     Ok(fs::read_to_string(IP_FORWARD)?.trim() == "1")
 }
 
-/// `net.ipv4.ip_forward` of one network namespace, held open: a `/proc/sys/net` file
+/// A forwarding sysctl of one network namespace, held open: a `/proc/sys/net` file
 /// belongs to the namespace of the task that opened it, so the dataplane opens it when it
 /// opens its sockets and can then set it from any thread.
 #[derive(Debug)]
 pub(crate) struct IpForward {
+    path: &'static str,
     file: Result<fs::File, String>,
 }
 
 impl IpForward {
-    /// Opens the sysctl in the calling thread's namespace. A failure (a read-only
-    /// `/proc/sys` in an unprivileged container) is kept and reported at each [`Self::enable`].
-    pub(crate) fn open() -> IpForward {
+    /// `net.ipv4.ip_forward`, opened in the calling thread's namespace. A failure (a
+    /// read-only `/proc/sys` in an unprivileged container) is kept and reported at each
+    /// [`Self::enable`].
+    pub(crate) fn ipv4() -> IpForward {
+        IpForward::open(IP_FORWARD)
+    }
+
+    /// `net.ipv6.conf.all.forwarding`, likewise. Turning it on also makes the kernel ignore
+    /// router advertisements on interfaces with `accept_ra=1` (a node whose IPv6 address
+    /// or route comes from SLAAC needs `accept_ra=2`, as with Calico); so the dataplane
+    /// enables it only when it routes IPv6.
+    pub(crate) fn ipv6() -> IpForward {
+        IpForward::open(IPV6_FORWARD)
+    }
+
+    fn open(path: &'static str) -> IpForward {
         let file = fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .open(IP_FORWARD)
-            .map_err(|error| format!("cannot open {IP_FORWARD} for writing: {error}"));
-        IpForward { file }
+            .open(path)
+            .map_err(|error| format!("cannot open {path} for writing: {error}"));
+        IpForward { path, file }
     }
 
     /// Sets it to 1 unless it is; returns whether it was off.
@@ -71,12 +88,12 @@ impl IpForward {
         let mut current = [0u8; 16];
         let read = file
             .read_at(&mut current, 0)
-            .map_err(|error| format!("reading {IP_FORWARD}: {error}"))?;
+            .map_err(|error| format!("reading {}: {error}", self.path))?;
         if current[..read].trim_ascii() == b"1" {
             return Ok(false);
         }
         file.write_at(b"1\n", 0)
-            .map_err(|error| format!("writing 1 to {IP_FORWARD}: {error}"))?;
+            .map_err(|error| format!("writing 1 to {}: {error}", self.path))?;
         Ok(true)
     }
 }
