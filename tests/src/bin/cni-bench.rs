@@ -8,15 +8,23 @@
 //! cargo run --release -p tortie-tests --bin cni-bench            # as root
 //! ```
 //!
-//! Each call is what a runtime pays: the plugin run under `ip netns exec <node>` (a few
-//! milliseconds of that are the exec itself, for both plugins alike), config on stdin.
-//! One node namespace runs `tortie-node` (plain routing); the pods' namespaces are made
-//! before the clock starts.
+//! Each call is what a runtime pays: the plugin started (fork + exec) from a thread inside
+//! the node's namespace, as a runtime on that node starts it, config on stdin, its exit
+//! waited for with a blocking wait. One node namespace runs `tortie-node` (plain routing);
+//! the pods' namespaces are made before the clock starts. (An earlier version started the
+//! plugin under `ip netns exec` and polled for its exit: ~4 ms of every call was that.)
 //!
-//! Figures (release build, 2 vCPUs, load 1.5, same run): tortie ADD p50 7.5 ms / p99 16.5,
-//! DEL 31.6 / 32.9; 16 in parallel ADD 54.3 / 102.9, DEL 68.3 / 101.5. bridge + host-local:
-//! ADD 15.6 / 17.8, DEL 31.6 / 33.5; 16 in parallel ADD 86.7 / 119.9, DEL 80.0 / 114.7.
-//! The issue's target is ADD p50 ≤ 5 ms: not yet met.
+//! Figures (release build, 2 vCPUs, load 1.5, same run):
+//!
+//! | plugin | mode | ADD p50 ms | ADD p99 ms | DEL p50 ms | DEL p99 ms |
+//! |---|---|---|---|---|---|
+//! | tortie | sequential | 3.3 | 7.2 | 23.6 | 32.1 |
+//! | tortie | 16 in parallel | 21.3 | 35.4 | 36.2 | 52.7 |
+//! | bridge + host-local | sequential | 9.0 | 13.0 | 20.3 | 28.5 |
+//! | bridge + host-local | 16 in parallel | 70.2 | 97.9 | 61.3 | 88.4 |
+//!
+//! DEL is the kernel's: deleting a veth pair takes ~21 ms here (`ip link del` alike), an RCU
+//! grace period; tortie releases the addresses meanwhile.
 
 use std::io::Write;
 use std::process::{Command, Stdio};
