@@ -55,6 +55,7 @@ pub mod peers;
 pub mod pod;
 pub mod process;
 pub mod scratch;
+pub mod skip;
 pub mod vm;
 pub mod wait;
 
@@ -67,6 +68,7 @@ pub use netns::{LinkState, Netns, veth};
 pub use pod::{Pod, wait_ping};
 pub use process::{Exec, Output, Process, run_in};
 pub use scratch::ScratchDir;
+pub use skip::skipped;
 pub use wait::wait_until;
 
 /// Fails the calling test unless the process runs as root, which creating namespaces and

@@ -472,7 +472,11 @@ fn the_reference_ipvlan_plugin_wires_pods_with_tortie_ipam() {
         return;
     }
     if let Some(reason) = tortie_tests::vm::unavailable() {
-        panic!("this kernel has no ipvlan and the VM tier cannot run: {reason}");
+        tortie_tests::skipped(
+            "the_reference_ipvlan_plugin_wires_pods_with_tortie_ipam",
+            &format!("this kernel has no ipvlan and no VM can start here: {reason}"),
+        );
+        return;
     }
     let executable = std::env::current_exe().expect("the test executable's path");
     let output = tortie_tests::vm::run_in_vm(
