@@ -459,8 +459,10 @@ fn parse_large_community(value: &str) -> Option<LargeCommunity> {
     parts.next().is_none().then_some(community)
 }
 
-/// One row of `show peers`.
+/// One row of `show peers` (and of `tortiectl node status`): JSON keys in camelCase, as
+/// the node agent's status around it and Calico's resources.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PeerRow {
     pub address: IpAddr,
     pub asn: u32,

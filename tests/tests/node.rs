@@ -471,7 +471,7 @@ fn a_global_bgppeer_router_learns_every_block_and_teaches_its_routes() {
                     .cloned()
             })
             .unwrap_or_else(|| panic!("node {index} peers with the router: {status}"));
-        assert_eq!(router_row["peer_type"], "global", "{router_row}");
+        assert_eq!(router_row["peerType"], "global", "{router_row}");
     }
     let blocks: Vec<(String, std::net::IpAddr)> = (0..3)
         .map(|i| (cluster.blocks(i)[0].clone(), cluster.lan.v4(i)))
@@ -533,7 +533,7 @@ fn route_reflectors_replace_the_mesh() {
             .as_array()
             .unwrap()
             .iter()
-            .map(|p| p["peer_type"].as_str().expect("a peer type").to_string())
+            .map(|p| p["peerType"].as_str().expect("a peer type").to_string())
             .collect();
         assert!(
             labels.iter().all(|l| l != "node-to-node mesh"),
