@@ -117,6 +117,49 @@ fn ping_every_pair(pods: &[Pod]) {
     }
 }
 
+/// (address, peer type) of every peer in a node's status.
+fn peer_types(status: &serde_json::Value) -> Vec<(String, String)> {
+    status["peers"]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .map(|p| {
+                    let text = |key: &str| p[key].as_str().unwrap_or_default().to_string();
+                    (text("address"), text("peer_type"))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Waits until node `index` routes every other node's first block through `device`
+/// (`vxlan.tortie`, `tunl0`, or `eth0` for plain routing).
+#[track_caller]
+fn wait_routes_through(cluster: &Cluster, index: usize, device: &str) {
+    let others: Vec<String> = (0..cluster.lan.hosts.len())
+        .filter(|&owner| owner != index)
+        .map(|owner| cluster.blocks(owner)[0].clone())
+        .collect();
+    wait_until(
+        WAIT,
+        &format!("node {index} routes {others:?} through {device}"),
+        || {
+            let routes = cluster.routes(index);
+            let all = others.iter().all(|block| {
+                routes.iter().any(|r| {
+                    r.starts_with(&format!("{block} via")) && r.contains(&format!(" dev {device} "))
+                })
+            });
+            if all {
+                Ok(())
+            } else {
+                Err(format!("{routes:#?}"))
+            }
+        },
+    );
+}
+
 /// The MTU of `link` in `netns`, as the kernel has it.
 fn mtu(netns: &Netns, link: &str) -> u32 {
     let output = netns.ip(&["-o", "link", "show", "dev", link]);
@@ -172,9 +215,12 @@ fn check_mtu_and_full_size_transfer(pods: &[Pod], overhead: u32, from: &Pod, to:
         },
     );
     let refused = df_ping(&too_large);
+    let said = format!("{}{}", refused.stdout, refused.stderr);
     assert!(
-        !refused.success() && !refused.stdout.contains("1 received"),
-        "a DF ping one byte over the MTU must fail: {refused}"
+        !refused.success()
+            && !said.contains("1 received")
+            && (said.contains(&format!("mtu={expected}")) || said.contains("Frag needed")),
+        "a DF ping one byte over the MTU {expected} must fail, for its size: {refused}"
     );
 
     let server = Exec::new("iperf3")
@@ -295,7 +341,10 @@ fn check_cross_subnet_on_the_wire(cluster: &Cluster, pods: &[Pod], encapsulation
 
 #[test]
 fn vxlan_always_across_a_router_every_pod_reaches_every_pod_at_host_mtu_less_50() {
-    let (_cluster, pods) = routed_cluster_with_pods("e2e-vxa", VXLAN_ALWAYS, &[0, 0, 1, 2]);
+    let (cluster, pods) = routed_cluster_with_pods("e2e-vxa", VXLAN_ALWAYS, &[0, 0, 1, 2]);
+    for index in 0..3 {
+        wait_routes_through(&cluster, index, "vxlan.tortie");
+    }
     check_mtu_and_full_size_transfer(&pods, Encapsulation::Vxlan.overhead(), &pods[0], &pods[3]);
 }
 
@@ -331,7 +380,10 @@ const IPIP_TESTS: usize = 2;
 
 /// IPIP Always across a router: every pod pair, MTU 1480, full-size transfer.
 fn ipip_always() {
-    let (_cluster, pods) = routed_cluster_with_pods("e2e-ipa", IPIP_ALWAYS, &[0, 0, 2]);
+    let (cluster, pods) = routed_cluster_with_pods("e2e-ipa", IPIP_ALWAYS, &[0, 0, 2]);
+    for index in 0..3 {
+        wait_routes_through(&cluster, index, "tunl0");
+    }
     check_mtu_and_full_size_transfer(&pods, Encapsulation::Ipip.overhead(), &pods[0], &pods[2]);
     println!("ipip always: ok");
 }
@@ -495,10 +547,18 @@ fn a_node_joins_and_leaves_and_a_pool_added_at_runtime_serves_pods() {
 
 /// Pings from `from` to `to` in back-to-back batches on a thread until told to stop, so
 /// that every echo sent is waited for (a batch ends when all its replies are in, or after
-/// its deadline) and none is cut off by the stop.
+/// its deadline) and none is cut off by the stop. Dropped (a test failing), it stops too.
 struct Pinger {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(u64, u64, String)>>,
+    thread: Option<std::thread::JoinHandle<Vec<Batch>>>,
+}
+
+/// One batch of echoes: how many were sent, how many answered, and what ping said.
+#[derive(Debug)]
+struct Batch {
+    sent: u64,
+    received: u64,
+    output: String,
 }
 
 impl Pinger {
@@ -516,20 +576,37 @@ impl Pinger {
                         .args(["-w", "60", &to])
                         .timeout(Duration::from_secs(90))
                         .run_here();
-                    let (sent, received) = ping_summary(&output.stdout)
-                        .unwrap_or_else(|| panic!("no ping summary: {output}"));
-                    batches.push((sent, received, output.stdout));
+                    match ping_summary(&output.stdout) {
+                        Some((sent, received)) => batches.push(Batch {
+                            sent,
+                            received,
+                            output: output.stdout,
+                        }),
+                        // The test failed and its namespaces are going.
+                        None if stop.load(Ordering::Relaxed) => break,
+                        None => panic!("no ping summary: {output}"),
+                    }
                 }
                 batches
             })
         };
-        Pinger { stop, thread }
+        Pinger {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    /// Stops after the current batch; returns (sent, received, output) per batch.
-    fn finish(self) -> Vec<(u64, u64, String)> {
+    /// Stops after the current batch, and returns every batch.
+    fn finish(mut self) -> Vec<Batch> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the pinger thread panicked")
+        let thread = self.thread.take().expect("running until finished");
+        thread.join().expect("the pinger thread panicked")
+    }
+}
+
+impl Drop for Pinger {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
@@ -575,12 +652,12 @@ fn pods_lose_no_ping_while_both_agents_restart_one_after_the_other() {
             cluster.log(index)
         ));
     }
-    let sent: u64 = batches.iter().map(|b| b.0).sum();
-    let received: u64 = batches.iter().map(|b| b.1).sum();
+    let sent: u64 = batches.iter().map(|b| b.sent).sum();
+    let received: u64 = batches.iter().map(|b| b.received).sum();
     let lossy: Vec<&String> = batches
         .iter()
-        .filter(|b| b.0 != b.1)
-        .map(|b| &b.2)
+        .filter(|b| b.sent != b.received)
+        .map(|b| &b.output)
         .collect();
     println!(
         "pinged through two restarts: {sent} sent, {received} received in {} batches",
@@ -629,7 +706,12 @@ fn a_bird_top_of_rack_router_learns_every_block_from_its_owner() {
     );
     for index in 0..3 {
         bird.wait_established(cluster.lan.v4(index));
-        cluster.wait_established(index, 3);
+        let status = cluster.wait_established(index, 3);
+        let peer_types = peer_types(&status);
+        assert!(
+            peer_types.contains(&("198.51.100.2".to_string(), "global".to_string())),
+            "node {index} peers with the router as a global peer: {status}"
+        );
     }
     for owner in 0..3 {
         let block = cluster.blocks(owner)[0].clone();
@@ -669,7 +751,13 @@ fn two_route_reflectors_carry_every_block_between_six_nodes() {
     // Each reflector peers with the other and every client; each client with both.
     for index in 0..6 {
         let expected = if index < 2 { 5 } else { 2 };
-        cluster.wait_established(index, expected);
+        let status = cluster.wait_established(index, expected);
+        assert!(
+            peer_types(&status)
+                .iter()
+                .all(|(_, peer_type)| peer_type != "node-to-node mesh"),
+            "node {index} has no mesh session: {status}"
+        );
     }
     let pods = add_pods(&cluster, "e2e-rr", &[0, 1, 2, 3, 4, 5]);
     ping_every_pair(&pods);
