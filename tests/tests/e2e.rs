@@ -117,6 +117,17 @@ fn ping_every_pair(pods: &[Pod]) {
     }
 }
 
+/// Every node pings every pod, and every pod every node (their LAN addresses).
+#[track_caller]
+fn ping_between_nodes_and_pods(cluster: &Cluster, pods: &[Pod]) {
+    for (index, host) in cluster.lan.hosts.iter().enumerate() {
+        for pod in pods {
+            wait_ping(host, &pod.address);
+            wait_ping(&pod.netns, &cluster.lan.v4(index).to_string());
+        }
+    }
+}
+
 /// (address, peer type) of every peer in a node's status.
 fn peer_types(status: &serde_json::Value) -> Vec<(String, String)> {
     status["peers"]
@@ -258,7 +269,8 @@ fn check_mtu_and_full_size_transfer(pods: &[Pod], overhead: u32, from: &Pod, to:
 }
 
 /// A cluster of three nodes on two subnets (nodes 0 and 1 on the first, node 2 behind the
-/// router), every node running, one pod per node; every pod pair pings.
+/// router), every node running, a pod on each node of `pods_on`; every pod pair pings, and
+/// every node and pod.
 fn routed_cluster_with_pods(
     tag: &str,
     env: &[(&str, &str)],
@@ -268,6 +280,7 @@ fn routed_cluster_with_pods(
     start_mesh(&mut cluster);
     let pods = add_pods(&cluster, tag, pods_on);
     ping_every_pair(&pods);
+    ping_between_nodes_and_pods(&cluster, &pods);
     (cluster, pods)
 }
 
@@ -360,6 +373,7 @@ fn never_on_a_flat_lan_every_pod_reaches_every_pod_unencapsulated() {
     start_mesh(&mut cluster);
     let pods = add_pods(&cluster, "e2e-never", &[0, 0, 1, 2]);
     ping_every_pair(&pods);
+    ping_between_nodes_and_pods(&cluster, &pods);
     let blocks: Vec<String> = (0..3).map(|i| cluster.blocks(i)[0].clone()).collect();
     let routes = cluster.routes(0);
     for owner in [1, 2] {
