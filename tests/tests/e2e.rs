@@ -530,6 +530,15 @@ fn a_node_joins_and_leaves_and_a_pool_added_at_runtime_serves_pods() {
     let deleted = pods[2].run(&cluster, "DEL", &cluster.cni_config(2, "1.0.0", 0));
     assert!(deleted.success(), "DEL of node 2's pod: {deleted}");
     cluster.stop(2);
+    // Stopped only, node 2 may be restarting: graceful restart keeps its route.
+    assert!(
+        cluster
+            .routes(0)
+            .iter()
+            .any(|r| r.starts_with(&leaving_block)),
+        "node 0 keeps node 2's block while node 2 may restart: {:#?}",
+        cluster.routes(0)
+    );
     let removed = cluster.tortiectl(0, &["delete", "node", &Cluster::node_name(2)]);
     assert!(removed.success(), "{removed}");
     for index in 0..2 {
