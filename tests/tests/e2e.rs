@@ -289,6 +289,8 @@ fn routed_cluster_with_pods(
 /// the pod addresses, the second only encapsulated between the node addresses, and no pod
 /// address's ICMP crosses the router.
 fn check_cross_subnet_on_the_wire(cluster: &Cluster, pods: &[Pod], encapsulation: Encapsulation) {
+    let nodes: Vec<usize> = pods.iter().map(|pod| pod.node).collect();
+    assert_eq!(nodes, [0, 1, 2], "pod i on node i");
     let node = &cluster.lan.hosts[0];
     let (_, router) = cluster.lan.second.as_ref().expect("a routed LAN");
     let host = |index: usize| cluster.lan.v4(index);
