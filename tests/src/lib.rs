@@ -48,6 +48,7 @@
 pub mod addresses;
 pub mod asynchronous;
 pub mod binaries;
+pub mod capture;
 pub mod cluster;
 pub mod lan;
 pub mod netns;
@@ -62,6 +63,7 @@ pub mod wait;
 pub use addresses::{TEST_NETWORKS, is_test_address};
 pub use asynchronous::block_on_in;
 pub use binaries::{bin_dir, binary, tortie_node};
+pub use capture::Capture;
 pub use cluster::Cluster;
 pub use lan::Lan;
 pub use netns::{LinkState, Netns, veth};
