@@ -10,8 +10,8 @@ run:
 # Every test: unit tests (no root) and the namespace integration tests (root), after
 # installing the Debian packages they need. The binaries are built first because the
 # integration tests run them as a user would.
-# Tests that cannot run on this machine (no VM for the IPIP tier, say) are listed at the end
-# with the reason, never passed over in silence.
+# Tests that cannot run on this machine (no VM for the IPIP tier, say) fail, and are listed
+# again at the end with the reason.
 SKIPPED := target/debug/skipped-tests.txt
 
 test: deps

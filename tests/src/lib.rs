@@ -70,7 +70,7 @@ pub use netns::{LinkState, Netns, veth};
 pub use pod::{Pod, wait_ping};
 pub use process::{Exec, Output, Process, run_in};
 pub use scratch::ScratchDir;
-pub use skip::skipped;
+pub use skip::cannot_run;
 pub use wait::wait_until;
 
 /// Fails the calling test unless the process runs as root, which creating namespaces and

@@ -1,6 +1,8 @@
-//! Tests that cannot run on this machine say so where a person will see it: a passing test's
-//! output is captured by the test runner, so [`skipped`] also appends the line to
-//! `target/<profile>/skipped-tests.txt`, which `make test` prints after the run.
+//! Tests that cannot run on this machine say so where a person will see it, and do not pass:
+//! [`cannot_run`] prints "skipped: <test>: <reason>", appends that line to
+//! `target/<profile>/skipped-tests.txt` (which `make test` prints after the run, since the
+//! test runner's own report is long), and fails the test. A test that did not run never
+//! reports success.
 
 use std::io::Write;
 
@@ -9,9 +11,9 @@ pub fn skipped_list() -> std::path::PathBuf {
     crate::bin_dir().join("skipped-tests.txt")
 }
 
-/// Records that `test` could not run here and why: printed to stdout and stderr, and added to
-/// [`skipped_list`]. The caller then returns without asserting anything.
-pub fn skipped(test: &str, reason: &str) {
+/// Records that `test` could not run here and why (stdout, stderr, [`skipped_list`]), then
+/// fails it with the same line.
+pub fn cannot_run(test: &str, reason: &str) -> ! {
     let line = format!("skipped: {test}: {reason}");
     println!("{line}");
     eprintln!("{line}");
@@ -24,4 +26,5 @@ pub fn skipped(test: &str, reason: &str) {
     if let Err(error) = written {
         eprintln!("(cannot record it in {}: {error})", path.display());
     }
+    panic!("{line}");
 }

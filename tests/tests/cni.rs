@@ -472,11 +472,10 @@ fn the_reference_ipvlan_plugin_wires_pods_with_tortie_ipam() {
         return;
     }
     if let Some(reason) = tortie_tests::vm::unavailable() {
-        tortie_tests::skipped(
+        tortie_tests::cannot_run(
             "the_reference_ipvlan_plugin_wires_pods_with_tortie_ipam",
             &format!("this kernel has no ipvlan and no VM can start here: {reason}"),
         );
-        return;
     }
     let executable = std::env::current_exe().expect("the test executable's path");
     let output = tortie_tests::vm::run_in_vm(

@@ -7,24 +7,18 @@ use tortie_tests::vm;
 
 const VM_WITHIN: Duration = Duration::from_secs(600);
 
-/// Whether a VM can start here. When it cannot (no qemu, no kernel image, no KVM and no
-/// emulator), the test says "skipped: <reason>" where `make test` shows it, and returns.
-fn vm_available(test: &str) -> bool {
+/// `make test` installs what the VM needs; where a VM still cannot start, the test says
+/// "skipped: <reason>" (also listed at the end of `make test`) and fails.
+fn require_vm(test: &str) {
     tortie_tests::require_root();
-    match vm::unavailable() {
-        None => true,
-        Some(reason) => {
-            tortie_tests::skipped(test, &format!("no VM can start here: {reason}"));
-            false
-        }
+    if let Some(reason) = vm::unavailable() {
+        tortie_tests::cannot_run(test, &format!("no VM can start here: {reason}"));
     }
 }
 
 #[test]
 fn the_vm_runs_a_command_and_reports_its_output_and_status() {
-    if !vm_available("the_vm_runs_a_command_and_reports_its_output_and_status") {
-        return;
-    }
+    require_vm("the_vm_runs_a_command_and_reports_its_output_and_status");
     let output = vm::run_in_vm(
         "sh",
         &[
@@ -40,9 +34,7 @@ fn the_vm_runs_a_command_and_reports_its_output_and_status() {
 
 #[test]
 fn the_vm_kernel_tunnels_ipip() {
-    if !vm_available("the_vm_kernel_tunnels_ipip") {
-        return;
-    }
+    require_vm("the_vm_kernel_tunnels_ipip");
     let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("vm/ipip-pair.sh");
     let script = script.display().to_string();
     let output = vm::run_in_vm("bash", &[&script], VM_WITHIN);
@@ -63,9 +55,7 @@ fn the_vm_kernel_tunnels_ipip() {
 /// test runs in a VM as a filtered run of this very test executable.
 #[test]
 fn the_node_agent_routes_blocks_over_ipip_in_the_vm() {
-    if !vm_available("the_node_agent_routes_blocks_over_ipip_in_the_vm") {
-        return;
-    }
+    require_vm("the_node_agent_routes_blocks_over_ipip_in_the_vm");
     let executable = std::env::current_exe().expect("the test executable's path");
     let output = vm::run_in_vm(
         &executable.display().to_string(),
@@ -175,9 +165,7 @@ fn inside_the_vm_two_nodes_route_over_tunl0() {
 /// and everything it runs are where they are here).
 #[test]
 fn the_dataplane_adopts_tunl0_and_carries_pod_traffic_over_ipip_in_the_vm() {
-    if !vm_available("the_dataplane_adopts_tunl0_and_carries_pod_traffic_over_ipip_in_the_vm") {
-        return;
-    }
+    require_vm("the_dataplane_adopts_tunl0_and_carries_pod_traffic_over_ipip_in_the_vm");
     let executable = std::env::current_exe()
         .unwrap_or_else(|error| panic!("cannot locate this test executable: {error}"));
     let executable = executable.display().to_string();
