@@ -25,7 +25,7 @@ const DOWN_TIMEOUT: Duration = Duration::from_secs(180);
 struct Demo {
     name: String,
     state_dir: PathBuf,
-    _scratch: ScratchDir,
+    scratch: ScratchDir,
 }
 
 impl Demo {
@@ -35,7 +35,7 @@ impl Demo {
         Demo {
             name: format!("td{}{tag}", std::process::id()),
             state_dir: scratch.join("state"),
-            _scratch: scratch,
+            scratch,
         }
     }
 
@@ -325,4 +325,78 @@ fn encap_auto_says_why_it_picks_vxlan() {
             assert!(up.stdout.contains("dev tunl0 onlink"), "{up}");
         }
     }
+}
+
+#[test]
+fn leftover_namespaces_block_up_and_down_removes_them() {
+    let _one = lock();
+    let demo = Demo::new("l");
+    let leftover = format!("{}-node7", demo.name);
+    Exec::new("ip")
+        .args(["netns", "add", &leftover])
+        .run_here()
+        .expect_success();
+    let up = demo.up(&["--nodes", "1", "--pods", "0", "--encap", "vxlan"]);
+    assert!(!up.success(), "{up}");
+    assert!(
+        up.stderr.contains(&leftover) && up.stderr.contains("demo down"),
+        "{up}"
+    );
+    assert_eq!(demo.namespaces(), vec![leftover.clone()]);
+    let down = demo.down();
+    assert!(down.success(), "{down}");
+    assert!(
+        down.stdout
+            .contains(&format!("removed namespace {leftover}")),
+        "{down}"
+    );
+    assert_eq!(demo.namespaces(), Vec::<String>::new());
+}
+
+/// An `up` that fails after the agents started (here the CNI plugin refuses every pod)
+/// stops them and removes every namespace before it reports the error.
+#[test]
+fn an_up_that_fails_halfway_removes_what_it_made() {
+    let _one = lock();
+    let demo = Demo::new("f");
+    // tortiectl finds the agent and the plugin beside itself: a copy of it (not a link, which
+    // current_exe would resolve) beside the real agent and a plugin that always fails.
+    let bin = demo.scratch.join("bin");
+    std::fs::create_dir_all(&bin).expect("bin dir");
+    std::fs::copy(binary("tortiectl"), bin.join("tortiectl")).expect("copy tortiectl");
+    std::os::unix::fs::symlink(binary("tortie-node"), bin.join("tortie-node")).expect("link");
+    let plugin = bin.join("tortie");
+    std::fs::write(
+        &plugin,
+        "#!/bin/sh\necho '{\"cniVersion\":\"1.0.0\",\"code\":100,\"msg\":\"refused by the test\"}'\nexit 1\n",
+    )
+    .expect("fake plugin");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+
+    let up = Exec::new(bin.join("tortiectl"))
+        .args([
+            "demo", "up", "--nodes", "2", "--pods", "1", "--encap", "vxlan",
+        ])
+        .args(["--name", &demo.name])
+        .arg("--state-dir")
+        .arg(&demo.state_dir)
+        .timeout(UP_TIMEOUT)
+        .run_here();
+    assert!(!up.success(), "{up}");
+    assert!(up.stderr.contains("refused by the test"), "{up}");
+    let pids: Vec<u32> = up
+        .stderr
+        .lines()
+        .filter_map(|line| line.strip_prefix("stopped tortie-node on "))
+        .filter_map(|rest| {
+            rest.split("(pid ")
+                .nth(1)?
+                .trim_end_matches(')')
+                .parse()
+                .ok()
+        })
+        .collect();
+    assert_eq!(pids.len(), 2, "both agents stopped: {up}");
+    assert_gone(&demo, &pids);
 }
