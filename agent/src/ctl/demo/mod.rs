@@ -373,7 +373,15 @@ fn teardown(state: Option<&State>, name: &str, state_dir: &Path) -> Vec<String> 
 }
 
 fn down(place: &Where) -> Result<u8> {
-    let state = state::load(&place.state_dir)?;
+    // A state file that cannot be read still leaves the `<name>-*` namespaces to sweep; no
+    // process is signalled without a recorded PID.
+    let state = state::load(&place.state_dir).unwrap_or_else(|error| {
+        eprintln!(
+            "warning: {error:#}; removing the {}-* namespaces only",
+            place.name
+        );
+        None
+    });
     let done = teardown(state.as_ref(), &place.name, &place.state_dir);
     if done.is_empty() {
         println!("no demo running");
