@@ -3,9 +3,13 @@ CARGO ?= cargo
 
 .PHONY: run test deps
 
-# The main job: for now, which address would tortie-node pick on this machine, and why.
+# The main job: a 3-node demo cluster of network namespaces on this machine (as root), with
+# pods on every node and a report of sessions, routes and pod-to-pod reachability. The
+# binaries are built first: tortiectl starts tortie-node and the tortie plugin from beside
+# itself. `target/release/tortiectl demo status` and `demo down` inspect and remove it.
 run:
-	$(CARGO) run --quiet --release -p tortie-agent --bin tortie-node -- autodetect
+	$(CARGO) build --quiet --release --workspace --bins
+	target/release/tortiectl demo up
 
 # Every test: unit tests (no root) and the namespace integration tests (root), after
 # installing the Debian packages they need. The binaries are built first because the

@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod datastore;
 pub mod delete;
+pub mod demo;
 pub mod get;
 pub mod ipam;
 pub mod manifest;
@@ -60,6 +61,9 @@ pub enum Command {
     Get(get::GetArgs),
     /// Delete resources by type and name, or those a file names.
     Delete(delete::DeleteArgs),
+    /// A demo cluster of network namespaces on this machine: up, status, down.
+    #[command(subcommand)]
+    Demo(demo::DemoCommand),
 }
 
 #[derive(Subcommand)]
@@ -164,6 +168,7 @@ pub fn run(cli: Cli) -> Result<u8> {
         Command::Apply(args) => apply::run(&datastore()?, args),
         Command::Get(args) => get::run(&datastore()?, args),
         Command::Delete(args) => delete::run(&datastore()?, args),
+        Command::Demo(command) => demo::run(command),
     }
 }
 
