@@ -8,7 +8,7 @@ CARGO ?= cargo
 # binaries are built first: tortiectl starts tortie-node and the tortie plugin from beside
 # itself. `target/release/tortiectl demo status` and `demo down` inspect and remove it.
 run:
-	$(CARGO) build --quiet --release --workspace --bins
+	$(CARGO) build --quiet --release -p tortie-agent --bins
 	target/release/tortiectl demo up
 
 # Every test: unit tests (no root) and the namespace integration tests (root), after
