@@ -71,9 +71,8 @@ impl SqliteStore {
         // Refuse a foreign file before changing anything in it (even the journal mode).
         Self::refuse_foreign(&connection, &path)?;
 
-        let mode: String = connection
-            .query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))
-            .map_err(|e| backend("switching to WAL mode", e))?;
+        let mode =
+            Self::switch_to_wal(&connection).map_err(|e| backend("switching to WAL mode", e))?;
         if !mode.eq_ignore_ascii_case("wal") {
             return Err(StoreError::Backend {
                 location,
@@ -141,22 +140,29 @@ impl SqliteStore {
             path: path.to_path_buf(),
             why,
         };
-        let application_id: i32 =
-            match connection.query_row("PRAGMA application_id", [], |row| row.get(0)) {
-                Ok(id) => id,
-                Err(rusqlite::Error::SqliteFailure(error, _))
-                    if error.code == ErrorCode::NotADatabase =>
-                {
-                    return Err(foreign("the file is not a SQLite database".to_string()));
-                }
-                Err(error) => {
-                    return Err(StoreError::Backend {
-                        location: path.display().to_string(),
-                        what: "reading the database header".to_string(),
-                        source: Box::new(error),
-                    });
-                }
-            };
+        // The header's id and the table list in one statement, so one snapshot: read apart,
+        // another process's first commit could land between them (tables, yet id 0).
+        let read = connection.query_row(
+            "SELECT (SELECT application_id FROM pragma_application_id()), \
+                    (SELECT group_concat(name, ',') FROM sqlite_master WHERE type = 'table')",
+            [],
+            |row| Ok((row.get::<_, i32>(0)?, row.get::<_, Option<String>>(1)?)),
+        );
+        let (application_id, tables) = match read {
+            Ok(read) => read,
+            Err(rusqlite::Error::SqliteFailure(error, _))
+                if error.code == ErrorCode::NotADatabase =>
+            {
+                return Err(foreign("the file is not a SQLite database".to_string()));
+            }
+            Err(error) => {
+                return Err(StoreError::Backend {
+                    location: path.display().to_string(),
+                    what: "reading the database header".to_string(),
+                    source: Box::new(error),
+                });
+            }
+        };
         if application_id == APPLICATION_ID {
             return Ok(());
         }
@@ -165,18 +171,10 @@ impl SqliteStore {
                 "a SQLite database with application_id {application_id:#x}"
             )));
         }
-        let tables: Vec<String> = connection
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .and_then(|mut statement| {
-                statement
-                    .query_map([], |row| row.get::<_, String>(0))?
-                    .collect::<Result<Vec<_>, _>>()
-            })
-            .map_err(|error| StoreError::Backend {
-                location: path.display().to_string(),
-                what: "listing tables".to_string(),
-                source: Box::new(error),
-            })?;
+        let mut tables: Vec<&str> = tables
+            .as_deref()
+            .map_or(Vec::new(), |names| names.split(',').collect());
+        tables.sort_unstable();
         if tables.is_empty() {
             Ok(())
         } else {
@@ -507,6 +505,31 @@ impl Store for SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// `PRAGMA journal_mode = WAL`, retried while another process holds the lock. SQLite
+    /// answers SQLITE_BUSY here without calling the busy handler when another connection is
+    /// opening the same new file at that moment (two agents started together on a fresh
+    /// datastore hit it), so the busy timeout alone does not cover it.
+    fn switch_to_wal(connection: &Connection) -> Result<String, rusqlite::Error> {
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(1);
+        loop {
+            match connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0)) {
+                Err(rusqlite::Error::SqliteFailure(error, _))
+                    if matches!(
+                        error.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < BUSY_TIMEOUT =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(50));
+                }
+                outcome => return outcome,
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -517,6 +540,31 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         dir.join("tortie.db")
+    }
+
+    /// Agents started together on a fresh datastore all open it at once: every one must get
+    /// in (SQLite's WAL switch does not wait on its own while another opens the file).
+    #[test]
+    fn many_connections_opening_a_fresh_file_at_once_all_succeed() {
+        for round in 0..20 {
+            let path = scratch(&format!("together-{round}"));
+            let start = std::sync::Barrier::new(8);
+            std::thread::scope(|scope| {
+                let openers: Vec<_> = (0..8)
+                    .map(|_| {
+                        scope.spawn(|| {
+                            start.wait();
+                            SqliteStore::open(&path).map(|_| ())
+                        })
+                    })
+                    .collect();
+                for opener in openers {
+                    let opened = opener.join().expect("an opener panicked");
+                    assert!(opened.is_ok(), "round {round}: {opened:?}");
+                }
+            });
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        }
     }
 
     #[test]
