@@ -49,6 +49,7 @@ pub mod addresses;
 pub mod asynchronous;
 pub mod binaries;
 pub mod cluster;
+pub mod iperf;
 pub mod lan;
 pub mod netns;
 pub mod peers;
