@@ -50,6 +50,7 @@ pub mod asynchronous;
 pub mod binaries;
 pub mod capture;
 pub mod cluster;
+pub mod iperf;
 pub mod lan;
 pub mod netns;
 pub mod peers;
