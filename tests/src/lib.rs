@@ -47,6 +47,7 @@
 
 pub mod addresses;
 pub mod asynchronous;
+pub mod bench;
 pub mod binaries;
 pub mod capture;
 pub mod cluster;

@@ -294,42 +294,30 @@ fn check_cross_subnet_on_the_wire(cluster: &Cluster, pods: &[Pod], encapsulation
     let node = &cluster.lan.hosts[0];
     let (_, router) = cluster.lan.second.as_ref().expect("a routed LAN");
     let host = |index: usize| cluster.lan.v4(index);
-    let plain_near = Capture::start(
-        node,
-        "eth0",
-        &format!(
-            "icmp and host {} and host {}",
-            pods[0].address, pods[1].address
-        ),
-    );
-    let encapsulated_near = Capture::start(
-        node,
-        "eth0",
-        &format!(
-            "{} and host {} and host {}",
-            encapsulation.filter(),
-            host(0),
-            host(1)
-        ),
-    );
-    let plain_far = Capture::start(
-        node,
-        "eth0",
-        &format!(
-            "icmp and host {} and host {}",
-            pods[0].address, pods[2].address
-        ),
-    );
-    let encapsulated_far = Capture::start(
-        node,
-        "eth0",
-        &format!(
-            "{} and host {} and host {}",
-            encapsulation.filter(),
-            host(0),
-            host(2)
-        ),
-    );
+    // What passes node 0's eth0 between two pods, plain or encapsulated between their nodes.
+    let plain = |a: &Pod, b: &Pod| {
+        Capture::start(
+            node,
+            "eth0",
+            &format!("icmp and host {} and host {}", a.address, b.address),
+        )
+    };
+    let encapsulated = |a: usize, b: usize| {
+        Capture::start(
+            node,
+            "eth0",
+            &format!(
+                "{} and host {} and host {}",
+                encapsulation.filter(),
+                host(a),
+                host(b)
+            ),
+        )
+    };
+    let plain_near = plain(&pods[0], &pods[1]);
+    let encapsulated_near = encapsulated(0, 1);
+    let plain_far = plain(&pods[0], &pods[2]);
+    let encapsulated_far = encapsulated(0, 2);
     let router_plain = Capture::start(router, "any", "icmp and net 198.18.0.0/15");
     let router_encapsulated = Capture::start(router, "any", encapsulation.filter());
 

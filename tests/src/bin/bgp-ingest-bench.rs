@@ -172,17 +172,6 @@ fn unix_now() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn load_average() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|e| format!("<{e}>"))
-}
-
 /// The feeder, started in `netns` toward `receiver`.
 struct Feeder {
     process: Process,
@@ -531,7 +520,7 @@ fn main() {
     // Fail early, with the build command, if a binary is missing.
     let _: PathBuf = binary("tortie-bgpd");
     let _: PathBuf = binary("examples/feeder");
-    let load_at_start = load_average();
+    let load_at_start = tortie_tests::bench::load_average();
     let cpus = thread::available_parallelism().map_or(0, |n| n.get());
     eprintln!(
         "bgp-ingest-bench: {} runs each of {:?}, feed {}, load average {load_at_start}",
@@ -569,7 +558,7 @@ fn main() {
             }
         }
     }
-    let load_at_end = load_average();
+    let load_at_end = tortie_tests::bench::load_average();
 
     let versions: Vec<String> = options
         .receivers

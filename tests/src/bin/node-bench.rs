@@ -61,7 +61,7 @@ fn main() {
     for index in 0..3 {
         cluster.wait_established(index, 2);
     }
-    let load_start = load_average();
+    let load_start = tortie_tests::bench::load_average();
 
     // Convergence.
     let monitor = monitor_routes(&cluster, 1);
@@ -178,7 +178,7 @@ fn main() {
         .find_map(|l| l.strip_prefix("| raw netlink"))
         .and_then(|row| row.split('|').nth(1))
         .and_then(|v| v.trim().parse::<f64>().ok());
-    let load_end = load_average();
+    let load_end = tortie_tests::bench::load_average();
 
     convergence.sort_by(f64::total_cmp);
     let median = convergence[convergence.len() / 2];
@@ -296,13 +296,4 @@ fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }

@@ -309,17 +309,6 @@ fn median(mut values: Vec<f64>) -> f64 {
     }
 }
 
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|text| {
-            text.split_whitespace()
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        })
-        .unwrap_or_else(|e| format!("unknown ({e})"))
-}
-
 fn main() {
     let mut routes = 10_000usize;
     let mut runs = 5usize;
@@ -343,7 +332,7 @@ fn main() {
             }
         }
     }
-    let load_before = load_average();
+    let load_before = tortie_tests::bench::load_average();
     let mut rates: Vec<(Method, Vec<f64>)> = methods.iter().map(|m| (*m, Vec::new())).collect();
     for round in 1..=runs {
         for (method, seen) in &mut rates {
@@ -373,7 +362,7 @@ fn main() {
     );
     println!(
         "load average before: {load_before}; after: {}",
-        load_average()
+        tortie_tests::bench::load_average()
     );
     println!();
     println!("| method | routes/s (median) | min | max | vs raw |");

@@ -123,7 +123,7 @@ struct Settings {
 fn main() {
     tortie_tests::require_root();
     let settings = settings();
-    let load_start = load_average();
+    let load_start = tortie_tests::bench::load_average();
     let ipip = tortie_tests::vm::host_has_ipip();
 
     let bare = measure_bare_veth(&settings);
@@ -138,7 +138,7 @@ fn main() {
         };
         rows.push((path.label, result));
     }
-    let load_end = load_average();
+    let load_end = tortie_tests::bench::load_average();
 
     println!(
         "| path | pod MTU | route to the far pod | Gbit/s (median of {}) | runs | ratio to bare veth |",
@@ -254,15 +254,6 @@ fn median(values: &[f64]) -> f64 {
     } else {
         sorted[middle]
     }
-}
-
-fn load_average() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// `--runs N` (default 3) and `--seconds S` (default 5).
