@@ -281,6 +281,35 @@ fn a_second_up_is_refused_and_the_first_keeps_working() {
     assert_all_reach(&demo.status(), 2);
 }
 
+/// Two `up`s started together on one state dir: exactly one builds the demo; the other is
+/// refused without touching it.
+#[test]
+fn of_two_ups_started_together_one_builds_and_the_other_is_refused() {
+    let _one = lock();
+    let demo = Demo::new("p");
+    let args = ["--nodes", "2", "--pods", "1", "--encap", "vxlan"];
+    let (first, second) = std::thread::scope(|scope| {
+        let first = scope.spawn(|| demo.up(&args));
+        let second = scope.spawn(|| demo.up(&args));
+        (first.join().unwrap(), second.join().unwrap())
+    });
+    let (built, refused) = match (first.success(), second.success()) {
+        (true, false) => (first, second),
+        (false, true) => (second, first),
+        _ => panic!("exactly one up must succeed:\n{first}\n{second}"),
+    };
+    assert_all_reach(&built, 2);
+    assert!(
+        refused.stderr.contains("a demo is already running")
+            || refused.stderr.contains("exist already"),
+        "{refused}"
+    );
+    assert_all_reach(&demo.status(), 2);
+    let pids = demo.pids();
+    assert!(demo.down().success());
+    assert_gone(&demo, &pids);
+}
+
 #[test]
 fn encap_ipip_fails_early_without_the_module_and_works_with_it() {
     let _one = lock();

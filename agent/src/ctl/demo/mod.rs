@@ -109,11 +109,14 @@ fn up(nodes: usize, pods: usize, encap: Encap, place: &Where) -> Result<u8> {
         bail!("--pods {pods}: at most {MAX_PODS} per node");
     }
     let state_dir = &place.state_dir;
-    if state::load(state_dir)?.is_some() {
-        bail!(
+    let already_running = || {
+        anyhow!(
             "a demo is already running (state {}); run `tortiectl demo down` first",
             state::path(state_dir).display()
-        );
+        )
+    };
+    if state::load(state_dir)?.is_some() {
+        return Err(already_running());
     }
     let prefix = format!("{}-", place.name);
     let leftovers = netns::list_with_prefix(&prefix);
@@ -147,7 +150,10 @@ fn up(nodes: usize, pods: usize, encap: Encap, place: &Where) -> Result<u8> {
         pool_env: mode.env.clone(),
         ..State::default()
     };
-    state::save(state_dir, &state)?;
+    // Checked above for a clear early answer; decided here, atomically, for two `up`s at once.
+    if !state::claim(state_dir, &state)? {
+        return Err(already_running());
+    }
     let built = build(
         &mut state,
         state_dir,

@@ -75,10 +75,33 @@ pub fn load(state_dir: &Path) -> Result<Option<State>> {
 /// Writes through a temporary file and a rename, so a reader never sees half a file.
 pub fn save(state_dir: &Path, state: &State) -> Result<()> {
     let file = path(state_dir);
-    let temporary = state_dir.join(format!("{FILE}.tmp"));
+    let temporary = write_temporary(state_dir, state)?;
+    fs::rename(&temporary, &file).with_context(|| format!("cannot write {}", file.display()))
+}
+
+/// Records the first state of a new demo, unless a state file is there already: the file is
+/// linked into place, which fails when it exists, so of two `up`s started together exactly
+/// one gets the state dir. `Ok(false)`: another demo holds it.
+pub fn claim(state_dir: &Path, state: &State) -> Result<bool> {
+    let file = path(state_dir);
+    let temporary = write_temporary(state_dir, state)?;
+    let linked = fs::hard_link(&temporary, &file);
+    let _ = fs::remove_file(&temporary);
+    match linked {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e).with_context(|| format!("cannot write {}", file.display())),
+    }
+}
+
+/// The state in a file of this writer's own beside the state file.
+fn write_temporary(state_dir: &Path, state: &State) -> Result<PathBuf> {
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let write = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let temporary = state_dir.join(format!("{FILE}.{}-{write}.tmp", std::process::id()));
     fs::write(&temporary, serde_json::to_vec_pretty(state)?)
         .with_context(|| format!("cannot write {}", temporary.display()))?;
-    fs::rename(&temporary, &file).with_context(|| format!("cannot write {}", file.display()))
+    Ok(temporary)
 }
 
 #[cfg(test)]
@@ -119,6 +142,43 @@ mod tests {
             loaded.namespaces_for_removal(),
             ["d-n0-p0", "d-node0", "d-rtr", "d-sw"]
         );
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn of_many_claims_at_once_exactly_one_wins_and_leaves_no_temporary_file() {
+        let dir = std::env::temp_dir().join(format!("tortie-demo-claim-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let start = std::sync::Barrier::new(8);
+        let wins = std::thread::scope(|scope| {
+            let claims: Vec<_> = (0..8)
+                .map(|i| {
+                    let (dir, start) = (&dir, &start);
+                    scope.spawn(move || {
+                        let state = State {
+                            name: format!("d{i}"),
+                            ..State::default()
+                        };
+                        start.wait();
+                        claim(dir, &state).unwrap()
+                    })
+                })
+                .collect();
+            claims
+                .into_iter()
+                .map(|claim| claim.join().unwrap())
+                .filter(|won| *won)
+                .count()
+        });
+        assert_eq!(wins, 1);
+        assert!(load(&dir).unwrap().is_some());
+        let left: Vec<_> = fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        assert_eq!(left, [std::ffi::OsString::from(FILE)], "{left:?}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }
