@@ -1,12 +1,11 @@
 //! ADD, DEL, CHECK and VERSION: each takes the checked input and returns the JSON to print,
 //! or a [`CniError`].
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use super::config::{Invocation, NetworkConfig, ValidAttachment};
+use super::config::{Addressing, Invocation, NetworkConfig, ValidAttachment};
 use super::spec::{self, CniError, CniResult, ErrorCode, Interface, IpConfig, Route};
 use super::wiring::{self, Attachment, GATEWAY_V4, GATEWAY_V6};
 use crate::api::{self, ClientError, Request, Response};
@@ -18,8 +17,8 @@ pub const AGENT_WAIT: Duration = Duration::from_secs(5);
 pub const AGENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The handle of a pod's addresses: `<network name>.<container ID>` (Calico's).
-pub fn handle(config: &NetworkConfig, invocation: &Invocation) -> String {
-    format!("{}.{}", config.name, invocation.container_id)
+pub fn handle(network: &str, invocation: &Invocation) -> String {
+    format!("{network}.{}", invocation.container_id)
 }
 
 /// Asks the agent, retrying while it is not running for at most [`AGENT_WAIT`].
@@ -81,31 +80,12 @@ pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json
     let netns_path = invocation.required_netns()?;
     // Opened before anything is allocated: a pod whose netns is gone gets nothing.
     let netns = wiring::open_netns(netns_path)?;
-    let handle = handle(config, invocation);
-    let mut attributes = BTreeMap::new();
-    if let Some((namespace, pod)) = invocation.pod() {
-        attributes.insert("namespace".to_string(), namespace.to_string());
-        attributes.insert("pod".to_string(), pod.to_string());
-    }
-    attributes.insert("container".to_string(), invocation.container_id.clone());
-    let mut pools = Vec::new();
-    if config.assign_ipv4 {
-        pools.extend(config.ipv4_pools.iter().cloned());
-    }
-    if config.assign_ipv6 {
-        pools.extend(config.ipv6_pools.iter().cloned());
-    }
-    let request = Request::Assign {
-        handle: handle.clone(),
-        num4: u32::from(config.assign_ipv4),
-        num6: u32::from(config.assign_ipv6),
-        attributes,
-        pools,
-    };
+    let handle = handle(&config.name, invocation);
+    let socket = &config.addressing.agent_socket;
     // A runtime may repeat ADD for one container (a retry after a timeout): the handle's
     // addresses are then reused, not doubled, and the veth is made again below.
     let (held, agent_mtu) = match ask(
-        &config.agent_socket,
+        socket,
         &Request::Addresses {
             handle: handle.clone(),
         },
@@ -116,7 +96,7 @@ pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json
     let addresses: Vec<IpAddr> = if !held.is_empty() {
         held
     } else {
-        match ask(&config.agent_socket, &request)? {
+        match ask(socket, &config.addressing.assign(&handle, invocation))? {
             Response::Assigned { ipv4, ipv6, .. } => ipv4.into_iter().chain(ipv6).collect(),
             other => return Err(unexpected(other)),
         }
@@ -154,7 +134,7 @@ fn rollback(config: &NetworkConfig, handle: &str, host_link: &str, cause: &CniEr
     let release = Request::Release {
         handle: handle.to_string(),
     };
-    if let Err(error) = ask(&config.agent_socket, &release) {
+    if let Err(error) = ask(&config.addressing.agent_socket, &release) {
         tracing::error!(%error, handle, "rollback: the addresses could not be released");
     }
 }
@@ -223,10 +203,10 @@ fn result(
 /// and the old link's deletion takes only routes through itself.
 pub fn del(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json::Value, CniError> {
     let release = Request::Release {
-        handle: handle(config, invocation),
+        handle: handle(&config.name, invocation),
     };
     let (unwired, released) = std::thread::scope(|scope| {
-        let releasing = scope.spawn(|| ask(&config.agent_socket, &release));
+        let releasing = scope.spawn(|| ask(&config.addressing.agent_socket, &release));
         let unwired = wiring::unwire(&host_link(invocation));
         let released = releasing.join().unwrap_or_else(|_| {
             Err(CniError::new(
@@ -252,11 +232,11 @@ pub fn check(
 ) -> Result<serde_json::Value, CniError> {
     let netns_path = invocation.required_netns()?;
     let netns = wiring::open_netns(netns_path)?;
-    let handle = handle(config, invocation);
+    let handle = handle(&config.name, invocation);
     let request = Request::Addresses {
         handle: handle.clone(),
     };
-    let (allocated, agent_mtu) = match ask(&config.agent_socket, &request)? {
+    let (allocated, agent_mtu) = match ask(&config.addressing.agent_socket, &request)? {
         Response::Addresses { addresses, mtu } => (addresses, mtu),
         other => return Err(unexpected(other)),
     };
@@ -311,7 +291,7 @@ pub fn version(requested: &str) -> serde_json::Value {
 /// pod's name, which GC is not told, and the kernel removes a veth with its netns anyway.
 pub fn gc(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
     release_stale(
-        &config.agent_socket,
+        &config.addressing.agent_socket,
         &config.name,
         config.valid_attachments.as_deref(),
     )
@@ -354,15 +334,11 @@ pub(super) fn release_stale(
 /// configuration asks for has a free address (node selectors and block limits are not
 /// weighed: ADD may still find no room for this node).
 pub fn status(config: &NetworkConfig) -> Result<serde_json::Value, CniError> {
-    readiness(&config.agent_socket, config.assign_ipv4, config.assign_ipv6)
+    readiness(&config.addressing)
 }
 
 /// STATUS's work, for both plugins.
-pub(super) fn readiness(
-    socket: &Path,
-    assign_ipv4: bool,
-    assign_ipv6: bool,
-) -> Result<serde_json::Value, CniError> {
+pub(super) fn readiness(addressing: &Addressing) -> Result<serde_json::Value, CniError> {
     let not_available = |details: String| {
         CniError::new(
             ErrorCode::NotAvailable,
@@ -370,7 +346,7 @@ pub(super) fn readiness(
             details,
         )
     };
-    let (free_ipv4, free_ipv6) = match ask(socket, &Request::Capacity) {
+    let (free_ipv4, free_ipv6) = match ask(&addressing.agent_socket, &Request::Capacity) {
         Ok(Response::Capacity {
             free_ipv4,
             free_ipv6,
@@ -378,12 +354,12 @@ pub(super) fn readiness(
         Ok(other) => return Err(unexpected(other)),
         Err(error) => return Err(not_available(error.to_string())),
     };
-    if assign_ipv4 && free_ipv4 == 0 {
+    if addressing.assign_ipv4 && free_ipv4 == 0 {
         return Err(not_available(
             "no enabled IPv4 pool has a free address".into(),
         ));
     }
-    if assign_ipv6 && free_ipv6 == 0 {
+    if addressing.assign_ipv6 && free_ipv6 == 0 {
         return Err(not_available(
             "no enabled IPv6 pool has a free address".into(),
         ));

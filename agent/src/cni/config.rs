@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::spec::{self, CniError, CniResult, ErrorCode};
-use crate::api::DEFAULT_SOCKET;
+use crate::api::{DEFAULT_SOCKET, Request};
 
 /// The network configuration (one plugin's entry of a conflist, as the runtime passes it).
 #[derive(Debug, Clone, Deserialize)]
@@ -17,12 +17,27 @@ pub struct NetworkConfig {
     pub name: String,
     #[serde(rename = "type")]
     pub plugin_type: String,
-    /// The node agent's socket.
-    #[serde(default = "default_socket")]
-    pub agent_socket: PathBuf,
+    /// Which agent and which addresses (keys shared with `tortie-ipam`'s `ipam` section).
+    #[serde(flatten)]
+    pub addressing: Addressing,
     /// The pod's MTU; 0 or absent: what the node agent says (host MTU less encapsulation).
     #[serde(default)]
     pub mtu: u32,
+    /// GC's list of the attachments still in use: every other one of this network goes.
+    #[serde(default, rename = "cni.dev/valid-attachments")]
+    pub valid_attachments: Option<Vec<ValidAttachment>>,
+    /// What an earlier plugin (or ADD, for CHECK and DEL) returned.
+    #[serde(default, rename = "prevResult")]
+    pub prev_result: Option<CniResult>,
+}
+
+/// Where a pod's addresses come from: the keys `tortie` reads at the top of its
+/// configuration and `tortie-ipam` under `ipam`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Addressing {
+    /// The node agent's socket.
+    #[serde(default = "default_socket")]
+    pub agent_socket: PathBuf,
     /// Whether to give the pod an IPv4 address (default true) and an IPv6 one (default
     /// false), as Calico's `assign_ipv4` / `assign_ipv6`.
     #[serde(default = "yes")]
@@ -34,12 +49,46 @@ pub struct NetworkConfig {
     pub ipv4_pools: Vec<String>,
     #[serde(default)]
     pub ipv6_pools: Vec<String>,
-    /// GC's list of the attachments still in use: every other one of this network goes.
-    #[serde(default, rename = "cni.dev/valid-attachments")]
-    pub valid_attachments: Option<Vec<ValidAttachment>>,
-    /// What an earlier plugin (or ADD, for CHECK and DEL) returned.
-    #[serde(default, rename = "prevResult")]
-    pub prev_result: Option<CniResult>,
+}
+
+impl Addressing {
+    /// Refuses a section that asks for no address; `section` prefixes the key names in the
+    /// error (`"ipam."` for tortie-ipam's).
+    pub fn check(&self, section: &str) -> Result<(), CniError> {
+        if !self.assign_ipv4 && !self.assign_ipv6 {
+            return Err(CniError::new(
+                ErrorCode::InvalidConfig,
+                "the network configuration asks for no address",
+                format!("{section}assign_ipv4 and {section}assign_ipv6 are both false"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The agent request that assigns `handle` its addresses, with the pod's namespace, name
+    /// and container as attributes and the pools of the wanted families.
+    pub fn assign(&self, handle: &str, invocation: &Invocation) -> Request {
+        let mut attributes = BTreeMap::new();
+        if let Some((namespace, pod)) = invocation.pod() {
+            attributes.insert("namespace".to_string(), namespace.to_string());
+            attributes.insert("pod".to_string(), pod.to_string());
+        }
+        attributes.insert("container".to_string(), invocation.container_id.clone());
+        let mut pools = Vec::new();
+        if self.assign_ipv4 {
+            pools.extend(self.ipv4_pools.iter().cloned());
+        }
+        if self.assign_ipv6 {
+            pools.extend(self.ipv6_pools.iter().cloned());
+        }
+        Request::Assign {
+            handle: handle.to_string(),
+            num4: u32::from(self.assign_ipv4),
+            num6: u32::from(self.assign_ipv6),
+            attributes,
+            pools,
+        }
+    }
 }
 
 /// One entry of `cni.dev/valid-attachments`.
@@ -56,11 +105,11 @@ pub struct ValidAttachment {
 /// the pool's mode (IPIP needs 20). A configured `mtu` is taken as given.
 pub const DEFAULT_MTU: u32 = 1450;
 
-pub(crate) fn default_socket() -> PathBuf {
+fn default_socket() -> PathBuf {
     PathBuf::from(DEFAULT_SOCKET)
 }
 
-pub(crate) fn yes() -> bool {
+fn yes() -> bool {
     true
 }
 
@@ -82,13 +131,7 @@ impl NetworkConfig {
                 "the name is part of every address's handle (<name>.<container ID>)",
             ));
         }
-        if !config.assign_ipv4 && !config.assign_ipv6 {
-            return Err(CniError::new(
-                ErrorCode::InvalidConfig,
-                "the network configuration asks for no address",
-                "assign_ipv4 and assign_ipv6 are both false",
-            ));
-        }
+        config.addressing.check("")?;
         Ok(config)
     }
 
@@ -296,6 +339,6 @@ mod tests {
                 .unwrap();
         assert_eq!(config.pod_mtu(0), DEFAULT_MTU);
         assert_eq!(config.pod_mtu(1480), 1480);
-        assert!(config.assign_ipv4 && !config.assign_ipv6);
+        assert!(config.addressing.assign_ipv4 && !config.addressing.assign_ipv6);
     }
 }

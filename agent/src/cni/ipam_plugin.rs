@@ -8,14 +8,12 @@
 //! gateway. Reachability comes from the configuration's `routes` (e.g. the pool's CIDR with
 //! no `gw`: on-link, so pods on one bridge or parent reach each other directly).
 
-use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::path::PathBuf;
 
 use serde::Deserialize;
 
 use super::commands::{self, ask};
-use super::config::{Command, Invocation, ValidAttachment};
+use super::config::{Addressing, Command, Invocation, ValidAttachment};
 use super::spec::{self, CniError, CniResult, ErrorCode, IpConfig, Route};
 use crate::api::{Request, Response};
 
@@ -34,16 +32,9 @@ pub struct IpamNetworkConfig {
 
 #[derive(Debug, Clone, Deserialize)]
 pub struct IpamConfig {
-    #[serde(default = "super::config::default_socket")]
-    pub agent_socket: PathBuf,
-    #[serde(default = "super::config::yes")]
-    pub assign_ipv4: bool,
-    #[serde(default)]
-    pub assign_ipv6: bool,
-    #[serde(default)]
-    pub ipv4_pools: Vec<String>,
-    #[serde(default)]
-    pub ipv6_pools: Vec<String>,
+    /// `agent_socket`, `assign_ipv4`, `assign_ipv6`, `ipv4_pools`, `ipv6_pools`, as `tortie`.
+    #[serde(flatten)]
+    pub addressing: Addressing,
     /// Routes for the result, as host-local's `routes`.
     #[serde(default)]
     pub routes: Vec<Route>,
@@ -58,61 +49,28 @@ fn parse(bytes: &[u8]) -> Result<IpamNetworkConfig, CniError> {
         )
     })?;
     spec::check_version(&config.cni_version, "tortie-ipam")?;
-    if !config.ipam.assign_ipv4 && !config.ipam.assign_ipv6 {
-        return Err(CniError::new(
-            ErrorCode::InvalidConfig,
-            "the ipam configuration asks for no address",
-            "ipam.assign_ipv4 and ipam.assign_ipv6 are both false",
-        ));
-    }
+    config.ipam.addressing.check("ipam.")?;
     Ok(config)
 }
 
 /// Runs one invocation of `tortie-ipam`: what to print, and whether it succeeded.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, bool) {
-    super::answer(stdin, dispatch(env, stdin))
+    super::run_with(env, stdin, dispatch)
 }
 
-fn dispatch(
-    env: impl Fn(&str) -> Option<String>,
-    stdin: &[u8],
-) -> Result<serde_json::Value, CniError> {
-    let invocation = Invocation::from_env(env)?;
-    if invocation.command == Command::Version {
-        return Ok(commands::version(&super::requested_version(stdin)));
-    }
+fn dispatch(invocation: &Invocation, stdin: &[u8]) -> Result<serde_json::Value, CniError> {
     let config = parse(stdin)?;
-    let handle = format!("{}.{}", config.name, invocation.container_id);
-    let socket = &config.ipam.agent_socket;
+    let addressing = &config.ipam.addressing;
+    let handle = commands::handle(&config.name, invocation);
+    let socket = &addressing.agent_socket;
     match invocation.command {
-        Command::Add => {
-            let mut attributes = BTreeMap::new();
-            if let Some((namespace, pod)) = invocation.pod() {
-                attributes.insert("namespace".to_string(), namespace.to_string());
-                attributes.insert("pod".to_string(), pod.to_string());
+        Command::Add => match ask(socket, &addressing.assign(&handle, invocation))? {
+            Response::Assigned { ipv4, ipv6, .. } => {
+                let addresses: Vec<IpAddr> = ipv4.into_iter().chain(ipv6).collect();
+                Ok(result(&config, &addresses))
             }
-            let mut pools = Vec::new();
-            if config.ipam.assign_ipv4 {
-                pools.extend(config.ipam.ipv4_pools.iter().cloned());
-            }
-            if config.ipam.assign_ipv6 {
-                pools.extend(config.ipam.ipv6_pools.iter().cloned());
-            }
-            let request = Request::Assign {
-                handle,
-                num4: u32::from(config.ipam.assign_ipv4),
-                num6: u32::from(config.ipam.assign_ipv6),
-                attributes,
-                pools,
-            };
-            match ask(socket, &request)? {
-                Response::Assigned { ipv4, ipv6, .. } => {
-                    let addresses: Vec<IpAddr> = ipv4.into_iter().chain(ipv6).collect();
-                    Ok(result(&config, &addresses))
-                }
-                other => Err(commands::unexpected(other)),
-            }
-        }
+            other => Err(commands::unexpected(other)),
+        },
         Command::Del => match ask(socket, &Request::Release { handle })? {
             Response::Released { .. } => Ok(serde_json::Value::Null),
             other => Err(commands::unexpected(other)),
@@ -134,10 +92,8 @@ fn dispatch(
         Command::Gc => {
             commands::release_stale(socket, &config.name, config.valid_attachments.as_deref())
         }
-        Command::Status => {
-            commands::readiness(socket, config.ipam.assign_ipv4, config.ipam.assign_ipv6)
-        }
-        Command::Version => unreachable!("answered above"),
+        Command::Status => commands::readiness(addressing),
+        Command::Version => unreachable!("answered by run_with"),
     }
 }
 
@@ -174,7 +130,7 @@ mod tests {
                         "routes":[{"dst":"198.18.0.0/16"}]}}"#,
         )
         .unwrap();
-        assert_eq!(config.ipam.ipv4_pools, ["198.18.0.0/16"]);
+        assert_eq!(config.ipam.addressing.ipv4_pools, ["198.18.0.0/16"]);
         let value = result(&config, &["198.18.0.7".parse().unwrap()]);
         assert_eq!(value["ips"][0]["address"], "198.18.0.7/32");
         assert_eq!(value["routes"][0]["dst"], "198.18.0.0/16");

@@ -33,7 +33,24 @@ use spec::{CniError, LATEST_VERSION};
 
 /// Runs one invocation: what to print on stdout, and whether it succeeded.
 pub fn run(env: impl Fn(&str) -> Option<String>, stdin: &[u8]) -> (String, bool) {
-    answer(stdin, dispatch(env, stdin))
+    run_with(env, stdin, dispatch)
+}
+
+/// What both plugins do with an invocation: read the environment, answer VERSION (which
+/// needs no configuration), hand every other command to `dispatch`, and print the outcome.
+fn run_with(
+    env: impl Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    dispatch: fn(&Invocation, &[u8]) -> Result<serde_json::Value, CniError>,
+) -> (String, bool) {
+    let outcome = Invocation::from_env(env).and_then(|invocation| {
+        if invocation.command == Command::Version {
+            Ok(commands::version(&requested_version(stdin)))
+        } else {
+            dispatch(&invocation, stdin)
+        }
+    });
+    answer(stdin, outcome)
 }
 
 /// One invocation of a plugin: the environment and stdin in, what to print and whether it
@@ -102,14 +119,7 @@ fn version_of(stdin: &[u8]) -> String {
         .unwrap_or_else(|| LATEST_VERSION.to_string())
 }
 
-fn dispatch(
-    env: impl Fn(&str) -> Option<String>,
-    stdin: &[u8],
-) -> Result<serde_json::Value, CniError> {
-    let invocation = Invocation::from_env(env)?;
-    if invocation.command == Command::Version {
-        return Ok(commands::version(&requested_version(stdin)));
-    }
+fn dispatch(invocation: &Invocation, stdin: &[u8]) -> Result<serde_json::Value, CniError> {
     let config = NetworkConfig::parse(stdin)?;
     let span = tracing::info_span!(
         "cni",
@@ -119,11 +129,11 @@ fn dispatch(
     );
     let _entered = span.enter();
     match invocation.command {
-        Command::Add => commands::add(&config, &invocation),
-        Command::Del => commands::del(&config, &invocation),
-        Command::Check => commands::check(&config, &invocation),
+        Command::Add => commands::add(&config, invocation),
+        Command::Del => commands::del(&config, invocation),
+        Command::Check => commands::check(&config, invocation),
         Command::Gc => commands::gc(&config),
         Command::Status => commands::status(&config),
-        Command::Version => unreachable!("answered above"),
+        Command::Version => unreachable!("answered by run_with"),
     }
 }
