@@ -1371,8 +1371,7 @@ mod tests {
             ..PeerConfig::new(active.address, active.asn, passive.address)
         };
         tweak(&mut waiting, false);
-        let refuse: Connector<DuplexStream> =
-            Arc::new(|| Box::pin(async { Err(io::Error::other("passive")) }));
+        let refuse = refusing();
         command(passive, SpeakerCommand::AddPeer(waiting, refuse)).await;
         let (to_passive, from) = (passive.commands.clone(), active.address);
         let connector: Connector<DuplexStream> = Arc::new(move || {
@@ -1669,6 +1668,23 @@ mod tests {
         assert!(answer.await.expect("the speaker answers").is_empty());
     }
 
+    /// A connector for a peer that only listens: dialling it fails.
+    fn refusing() -> Connector<DuplexStream> {
+        Arc::new(|| Box::pin(async { Err(io::Error::other("passive")) }))
+    }
+
+    /// `peer` (AS 64513) configured on `node` as passive, then connected to it as a raw
+    /// session that does not offer graceful restart.
+    async fn passive_raw_peer(node: &Node, peer: IpAddr) -> RawPeer {
+        let config = PeerConfig {
+            passive: true,
+            ..PeerConfig::new(peer, 64513, node.address)
+        };
+        command(node, SpeakerCommand::AddPeer(config, refusing())).await;
+        wait_for_state(node, State::Active).await;
+        connect_raw(node, peer, restarting_open(false)).await
+    }
+
     /// Connects to `node` as `from`, and exchanges OPENs (with `open`) and KEEPALIVEs.
     async fn connect_raw(node: &Node, from: IpAddr, open: Open) -> RawPeer {
         let (ours, theirs) = tokio::io::duplex(256 * 1024);
@@ -1775,8 +1791,7 @@ mod tests {
             restarting: false,
         };
         let a = node_with(1, 64512, None, Some(settings));
-        let refuse: Connector<DuplexStream> =
-            Arc::new(|| Box::pin(async { Err(std::io::Error::other("passive")) }));
+        let refuse = refusing();
         for (last, restart_time, offered) in [(2, None, 120), (3, Some(30), 30)] {
             let peer: IpAddr = format!("192.0.2.{last}").parse().expect("literal");
             let config = PeerConfig {
@@ -1813,16 +1828,7 @@ mod tests {
         };
         let mut a = node_with(1, 64512, None, Some(settings));
         let peer: IpAddr = "192.0.2.2".parse().expect("literal");
-        let refuse: Connector<DuplexStream> =
-            Arc::new(|| Box::pin(async { Err(std::io::Error::other("passive")) }));
-        let config = PeerConfig {
-            passive: true,
-            ..PeerConfig::new(peer, 64513, a.address)
-        };
-        command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
-        wait_for_state(&a, State::Active).await;
-
-        let mut raw = connect_raw(&a, peer, restarting_open(false)).await;
+        let mut raw = passive_raw_peer(&a, peer).await;
         raw.send(
             &announcement(&["198.51.100.0/24", "203.0.113.0/24"]),
             Negotiated::default(),
@@ -1921,15 +1927,7 @@ mod tests {
     async fn a_prefix_announced_and_withdrawn_in_one_read_ends_withdrawn() {
         let mut a = node(1, 64512, None);
         let peer: IpAddr = "192.0.2.2".parse().expect("literal");
-        let refuse: Connector<DuplexStream> =
-            Arc::new(|| Box::pin(async { Err(io::Error::other("passive")) }));
-        let config = PeerConfig {
-            passive: true,
-            ..PeerConfig::new(peer, 64513, a.address)
-        };
-        command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
-        wait_for_state(&a, State::Active).await;
-        let mut raw = connect_raw(&a, peer, restarting_open(false)).await;
+        let mut raw = passive_raw_peer(&a, peer).await;
         // Three UPDATEs in one write: the reader takes them in one read, the speaker in
         // one burst.
         let mut bytes = Vec::new();
@@ -1965,15 +1963,7 @@ mod tests {
     async fn without_graceful_restart_a_dropped_session_takes_its_routes() {
         let mut a = node(1, 64512, None);
         let peer: IpAddr = "192.0.2.2".parse().expect("literal");
-        let refuse: Connector<DuplexStream> =
-            Arc::new(|| Box::pin(async { Err(std::io::Error::other("passive")) }));
-        let config = PeerConfig {
-            passive: true,
-            ..PeerConfig::new(peer, 64513, a.address)
-        };
-        command(&a, SpeakerCommand::AddPeer(config, refuse)).await;
-        wait_for_state(&a, State::Active).await;
-        let mut raw = connect_raw(&a, peer, restarting_open(false)).await;
+        let mut raw = passive_raw_peer(&a, peer).await;
         raw.send(&announcement(&["198.51.100.0/24"]), Negotiated::default())
             .await;
         next_route(&mut a).await;
