@@ -237,26 +237,11 @@ impl<S: Store> Ipam<S> {
         // family that wants addresses.
         let node = args.node.as_str();
         let reads = [
-            Read {
-                kind: Kind::IPAMConfig,
-                node: None,
-            },
-            Read {
-                kind: Kind::IPPool,
-                node: None,
-            },
-            Read {
-                kind: Kind::IPReservation,
-                node: None,
-            },
-            Read {
-                kind: Kind::BlockAffinity,
-                node: Some(node),
-            },
-            Read {
-                kind: Kind::IPAMBlock,
-                node: Some(node),
-            },
+            Read::all(Kind::IPAMConfig),
+            Read::all(Kind::IPPool),
+            Read::all(Kind::IPReservation),
+            Read::of_node(Kind::BlockAffinity, node),
+            Read::of_node(Kind::IPAMBlock, node),
         ];
         let mut config = None;
         let mut pools = SmallVec::new();
@@ -328,14 +313,8 @@ impl<S: Store> Ipam<S> {
             Some(own) => own,
             None => {
                 let reads = [
-                    Read {
-                        kind: Kind::BlockAffinity,
-                        node: Some(node),
-                    },
-                    Read {
-                        kind: Kind::IPAMBlock,
-                        node: Some(node),
-                    },
+                    Read::of_node(Kind::BlockAffinity, node),
+                    Read::of_node(Kind::IPAMBlock, node),
                 ];
                 self.store.visit_each(&reads, &mut |_, resource| {
                     reread.note(resource, node, &context.reserved)

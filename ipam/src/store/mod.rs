@@ -139,6 +139,21 @@ pub struct Read<'a> {
     pub node: Option<&'a str>,
 }
 
+impl<'a> Read<'a> {
+    /// Every object of `kind`.
+    pub fn all(kind: Kind) -> Read<'a> {
+        Read { kind, node: None }
+    }
+
+    /// The objects of `kind` that belong to `node`.
+    pub fn of_node(kind: Kind, node: &'a str) -> Read<'a> {
+        Read {
+            kind,
+            node: Some(node),
+        }
+    }
+}
+
 /// What [`Store::visit_each`] shows each object to, with the index of the read (in the
 /// slice it was given) that found it.
 pub type ReadVisitor<'a> = dyn FnMut(usize, &Arc<Resource>) + 'a;
@@ -393,18 +408,9 @@ pub(crate) mod conformance {
         }
         // Several reads in one call show, read by read, what each visit shows.
         let reads = [
-            Read {
-                kind: Kind::IPPool,
-                node: None,
-            },
-            Read {
-                kind: Kind::BlockAffinity,
-                node: Some("node-a"),
-            },
-            Read {
-                kind: Kind::BlockAffinity,
-                node: None,
-            },
+            Read::all(Kind::IPPool),
+            Read::of_node(Kind::BlockAffinity, "node-a"),
+            Read::all(Kind::BlockAffinity),
         ];
         let mut seen: Vec<(usize, Resource)> = Vec::new();
         store
