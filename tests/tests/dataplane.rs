@@ -63,6 +63,17 @@ fn ipv4_routes(netns: &Netns) -> String {
         .replace("proto tortie", "proto 75")
 }
 
+/// `netns`'s IPv4 routes, after asserting that each of `wanted` is among them (the table
+/// is shown when one is not).
+#[track_caller]
+fn routes_with(netns: &Netns, wanted: &[&str]) -> String {
+    let routes = ipv4_routes(netns);
+    for route in wanted {
+        assert!(routes.contains(route), "no `{route}` in:\n{routes}");
+    }
+    routes
+}
+
 fn net(text: &str) -> IpNet {
     text.parse().unwrap()
 }
@@ -376,14 +387,12 @@ fn stale_routes_go_while_other_protocols_and_still_wanted_routes_stay_untouched(
     assert_eq!(report.removed, 2, "the two stale routes: {report}");
     assert_eq!(report.added, 0, "{report}");
 
-    let routes = ipv4_routes(&node);
-    assert!(
-        routes.contains("198.18.1.0/26 via 198.51.100.2 dev eth0 proto 75"),
-        "{routes}"
-    );
-    assert!(
-        routes.contains("198.18.6.0/26 via 198.51.100.2 dev eth0 proto static"),
-        "{routes}"
+    let routes = routes_with(
+        &node,
+        &[
+            "198.18.1.0/26 via 198.51.100.2 dev eth0 proto 75",
+            "198.18.6.0/26 via 198.51.100.2 dev eth0 proto static",
+        ],
     );
     assert!(!routes.contains("198.18.5.0/26"), "{routes}");
     assert!(!routes.contains("198.18.7.0/26"), "{routes}");
@@ -432,14 +441,12 @@ fn a_route_of_another_protocol_holding_a_wanted_prefix_is_reported_and_left_alon
     let failure = &report.failures[0];
     assert!(failure.what.contains("198.18.6.0/26"), "{failure}");
     assert!(failure.why.contains("another protocol"), "{failure}");
-    let routes = ipv4_routes(&node);
-    assert!(
-        routes.contains("198.18.6.0/26 via 198.51.100.2 dev eth0 proto static"),
-        "{routes}"
-    );
-    assert!(
-        routes.contains("blackhole 198.18.8.0/26 proto 75"),
-        "{routes}"
+    routes_with(
+        &node,
+        &[
+            "198.18.6.0/26 via 198.51.100.2 dev eth0 proto static",
+            "blackhole 198.18.8.0/26 proto 75",
+        ],
     );
 }
 
@@ -640,14 +647,12 @@ fn update_routes_adopts_a_route_of_ours_it_did_not_know_and_refuses_foreign_ones
     });
     assert_eq!(report.replaced, 1, "{report}");
     assert_eq!(report.failures.len(), 1, "{report}");
-    let routes = ipv4_routes(&node);
-    assert!(
-        routes.contains("blackhole 198.18.1.0/26 proto 75"),
-        "{routes}"
-    );
-    assert!(
-        routes.contains("198.18.2.0/26 via 198.51.100.2 dev eth0 proto static"),
-        "{routes}"
+    routes_with(
+        &node,
+        &[
+            "blackhole 198.18.1.0/26 proto 75",
+            "198.18.2.0/26 via 198.51.100.2 dev eth0 proto static",
+        ],
     );
 }
 
@@ -754,11 +759,7 @@ fn update_routes_follows_a_device_made_again_under_the_same_name() {
     });
     assert_clean(&report, "route on the remade device");
     assert_eq!(report.added, 1, "{report}");
-    let routes = ipv4_routes(&node);
-    assert!(
-        routes.contains("198.18.0.3 dev cali1 proto 75 scope link"),
-        "{routes}"
-    );
+    routes_with(&node, &["198.18.0.3 dev cali1 proto 75 scope link"]);
 }
 
 /// The MTU and MAC of vxlan.tortie change in place (same device, routes kept); a VNI or
