@@ -110,6 +110,38 @@ impl Netns {
         })
     }
 
+    /// Waits (up to `within`) until a ping from `source` (an address of this namespace) to
+    /// `target` is answered, then asserts that `link` counted packets both ways: the ping
+    /// went through that device (a tunnel), not around it.
+    #[track_caller]
+    pub fn ping_through(&self, link: &str, source: &str, target: &str, within: Duration) {
+        let ping = crate::wait_until(
+            within,
+            &format!("{source} pings {target} through {link}"),
+            || {
+                let output = crate::Exec::new("ping")
+                    .args(["-c", "1", "-W", "2", "-I", source, target])
+                    .run_in(self);
+                if output.success() {
+                    Ok(output)
+                } else {
+                    Err(output)
+                }
+            },
+        );
+        assert!(ping.stdout.contains("1 received"), "{ping}");
+        let statistics = self.ip(&["-j", "-s", "link", "show", "dev", link]).stdout;
+        let parsed: serde_json::Value = serde_json::from_str(&statistics)
+            .unwrap_or_else(|error| panic!("{error}: {statistics}"));
+        for direction in ["tx", "rx"] {
+            let packets = parsed[0]["stats64"][direction]["packets"].as_u64();
+            assert!(
+                packets.is_some_and(|packets| packets > 0),
+                "{link} {direction}: {statistics}"
+            );
+        }
+    }
+
     /// Runs `ip -n <this namespace> args...` and panics, showing its output, if it fails.
     #[track_caller]
     pub fn ip(&self, args: &[&str]) -> Output {
