@@ -117,6 +117,19 @@ impl Cluster {
         );
     }
 
+    /// Starts the agents of nodes `0..count`, then waits until each of them has `sessions`
+    /// BGP sessions Established (`count - 1` for an IPv4 mesh; one per family and peer with
+    /// IPv6).
+    #[track_caller]
+    pub fn start_meshed(&mut self, count: usize, sessions: usize) {
+        for index in 0..count {
+            self.start(index);
+        }
+        for index in 0..count {
+            self.wait_established(index, sessions);
+        }
+    }
+
     /// Stops node `index`'s agent with SIGTERM (as Kubernetes does) and returns its output.
     pub fn stop(&mut self, index: usize) -> Output {
         let process = self.agents[index].take().expect("node is running");

@@ -25,10 +25,7 @@ fn add_pod(cluster: &Cluster, node: usize, name: &str) -> Pod {
 
 fn start_cluster(tag: &str) -> Cluster {
     let mut cluster = Cluster::new(tag, 2, &[("TORTIE_IPV4POOL_IPIP", "Never")]);
-    cluster.start(0);
-    cluster.start(1);
-    cluster.wait_established(0, 1);
-    cluster.wait_established(1, 1);
+    cluster.start_meshed(2, 1);
     cluster
 }
 
@@ -813,11 +810,8 @@ fn dual_stack_pods_get_an_ipv6_address_and_reach_each_other_over_it() {
             ("TORTIE_IPV6POOL_CIDR", "2001:db8:42::/48"),
         ],
     );
-    cluster.start(0);
-    cluster.start(1);
     // One session per family, as Calico's mesh has.
-    cluster.wait_established(0, 2);
-    cluster.wait_established(1, 2);
+    cluster.start_meshed(2, 2);
     let pods: Vec<(Pod, String)> = (0..2)
         .map(|node| {
             let mut config: serde_json::Value =

@@ -78,17 +78,6 @@ impl Encapsulation {
     }
 }
 
-/// Starts every node's agent, then waits until each has a session to every other.
-fn start_mesh(cluster: &mut Cluster) {
-    let count = cluster.lan.hosts.len();
-    for index in 0..count {
-        cluster.start(index);
-    }
-    for index in 0..count {
-        cluster.wait_established(index, count - 1);
-    }
-}
-
 /// `tortiectl apply -f` of `yaml` (written to the scratch directory as `file`), from node
 /// `index`'s namespace.
 #[track_caller]
@@ -277,7 +266,8 @@ fn routed_cluster_with_pods(
     pods_on: &[usize],
 ) -> (Cluster, Vec<Pod>) {
     let mut cluster = Cluster::on(Lan::routed(tag, 2, 1), tag, env);
-    start_mesh(&mut cluster);
+    let count = cluster.lan.hosts.len();
+    cluster.start_meshed(count, count - 1);
     let pods = add_pods(&cluster, tag, pods_on);
     ping_every_pair(&pods);
     ping_between_nodes_and_pods(&cluster, &pods);
@@ -360,7 +350,8 @@ fn vxlan_cross_subnet_every_pod_reaches_every_pod_encapsulated_only_across_the_r
 #[test]
 fn never_on_a_flat_lan_every_pod_reaches_every_pod_unencapsulated() {
     let mut cluster = Cluster::new("e2e-never", 3, NEVER);
-    start_mesh(&mut cluster);
+    let count = cluster.lan.hosts.len();
+    cluster.start_meshed(count, count - 1);
     let pods = add_pods(&cluster, "e2e-never", &[0, 0, 1, 2]);
     ping_every_pair(&pods);
     ping_between_nodes_and_pods(&cluster, &pods);
@@ -476,10 +467,7 @@ fn inside_the_vm_ipip_cross_subnet_encapsulates_only_across_the_router() {
 #[test]
 fn a_node_joins_and_leaves_and_a_pool_added_at_runtime_serves_pods() {
     let mut cluster = Cluster::new("e2e-join", 3, NEVER);
-    cluster.start(0);
-    cluster.start(1);
-    cluster.wait_established(0, 1);
-    cluster.wait_established(1, 1);
+    cluster.start_meshed(2, 1);
     let mut pods = add_pods(&cluster, "e2e-join", &[0, 1]);
     ping_every_pair(&pods);
 
@@ -634,7 +622,8 @@ fn ping_summary(output: &str) -> Option<(u64, u64)> {
 #[test]
 fn pods_lose_no_ping_while_both_agents_restart_one_after_the_other() {
     let mut cluster = Cluster::new("e2e-restart", 2, VXLAN_ALWAYS);
-    start_mesh(&mut cluster);
+    let count = cluster.lan.hosts.len();
+    cluster.start_meshed(count, count - 1);
     let pods = add_pods(&cluster, "e2e-restart", &[0, 1]);
     ping_every_pair(&pods);
 
@@ -708,7 +697,8 @@ fn a_bird_top_of_rack_router_learns_every_block_from_its_owner() {
     }
     let bird = Bird::start(&tor, &config);
 
-    start_mesh(&mut cluster);
+    let count = cluster.lan.hosts.len();
+    cluster.start_meshed(count, count - 1);
     apply(
         &cluster,
         0,

@@ -61,12 +61,7 @@ fn a_plain_mesh_routes_blocks_learns_joiners_and_survives_restarts() {
         &cluster,
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\nspec:\n  nodeToNodeMeshEnabled: true\n  nodeMeshMaxRestartTime: 15s\n",
     );
-    for index in 0..3 {
-        cluster.start(index);
-    }
-    for index in 0..3 {
-        cluster.wait_established(index, 2);
-    }
+    cluster.start_meshed(3, 2);
     let blocks: Vec<String> = (0..3)
         .map(|i| {
             let blocks = cluster.blocks(i);
@@ -275,12 +270,7 @@ fn vxlan_nodes_route_blocks_through_vxlan_tortie() {
             ("TORTIE_IPV4POOL_VXLAN", "Always"),
         ],
     );
-    for index in 0..3 {
-        cluster.start(index);
-    }
-    for index in 0..3 {
-        cluster.wait_established(index, 2);
-    }
+    cluster.start_meshed(3, 2);
     let nodes: Vec<serde_json::Value> = {
         let output = cluster.tortiectl(0, &["get", "nodes", "-o", "json"]);
         assert!(output.success(), "{output}");

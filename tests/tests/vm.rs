@@ -84,10 +84,7 @@ fn inside_the_vm_two_nodes_route_over_tunl0() {
     );
     let mut cluster =
         tortie_tests::Cluster::new("ipipvm", 2, &[("TORTIE_IPV4POOL_IPIP", "Always")]);
-    cluster.start(0);
-    cluster.start(1);
-    cluster.wait_established(0, 1);
-    cluster.wait_established(1, 1);
+    cluster.start_meshed(2, 1);
     let tunnel_address = |index: usize| -> String {
         let output = tortie_tests::run_in(
             &cluster.lan.hosts[index],

@@ -55,12 +55,7 @@ fn main() {
             ("TORTIE_HEALTH_LISTEN", "off"),
         ],
     );
-    for index in 0..3 {
-        cluster.start(index);
-    }
-    for index in 0..3 {
-        cluster.wait_established(index, 2);
-    }
+    cluster.start_meshed(3, 2);
     let load_start = tortie_tests::bench::load_average();
 
     // Convergence.

@@ -212,10 +212,7 @@ fn measure_cluster(tag: &str, path: &Path, settings: &Settings) -> Measured {
             ("TORTIE_HEALTH_LISTEN", "off"),
         ],
     );
-    cluster.start(0);
-    cluster.start(1);
-    cluster.wait_established(0, 1);
-    cluster.wait_established(1, 1);
+    cluster.start_meshed(2, 1);
     // Pods after the cluster, so they drop (their namespaces go) before the agents die.
     let client = cluster.add_pod(0, &format!("{tag}-a"));
     let server = cluster.add_pod(1, &format!("{tag}-b"));
