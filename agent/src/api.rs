@@ -28,7 +28,9 @@ pub const DEFAULT_SOCKET: &str = "/var/run/tortie/agent.sock";
 pub enum Request {
     /// The node's state: peers, readiness, dataplane.
     Status,
-    /// Addresses for a workload (or any handle) on this node, from its blocks first.
+    /// Addresses for a workload (or any handle) on this node, from its blocks first. A
+    /// handle that holds addresses already gets those back, not more: a runtime repeating
+    /// ADD for one container (a retry after a timeout) must not double its addresses.
     Assign {
         handle: String,
         #[serde(default)]

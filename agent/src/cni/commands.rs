@@ -82,25 +82,13 @@ pub fn add(config: &NetworkConfig, invocation: &Invocation) -> Result<serde_json
     let netns = wiring::open_netns(netns_path)?;
     let handle = handle(&config.name, invocation);
     let socket = &config.addressing.agent_socket;
-    // A runtime may repeat ADD for one container (a retry after a timeout): the handle's
-    // addresses are then reused, not doubled, and the veth is made again below.
-    let (held, agent_mtu) = match ask(
-        socket,
-        &Request::Addresses {
-            handle: handle.clone(),
-        },
-    )? {
-        Response::Addresses { addresses, mtu } => (addresses, mtu),
-        other => return Err(unexpected(other)),
-    };
-    let addresses: Vec<IpAddr> = if !held.is_empty() {
-        held
-    } else {
+    // A runtime may repeat ADD for one container (a retry after a timeout): the agent then
+    // hands back the addresses the handle holds, and the veth is made again below.
+    let (addresses, agent_mtu): (Vec<IpAddr>, u32) =
         match ask(socket, &config.addressing.assign(&handle, invocation))? {
-            Response::Assigned { ipv4, ipv6, .. } => ipv4.into_iter().chain(ipv6).collect(),
+            Response::Assigned { ipv4, ipv6, mtu } => (ipv4.into_iter().chain(ipv6).collect(), mtu),
             other => return Err(unexpected(other)),
-        }
-    };
+        };
     let host_link = host_link(invocation);
     let attachment = Attachment {
         host_link: &host_link,

@@ -807,6 +807,18 @@ impl Agent {
                 attributes,
                 pools,
             } => {
+                let held = match tokio::task::block_in_place(|| self.ipam.addresses_of(&handle)) {
+                    Ok(held) => held,
+                    Err(error) => return Response::Error(error.to_string()),
+                };
+                if !held.is_empty() {
+                    let (ipv4, ipv6) = held.into_iter().partition(IpAddr::is_ipv4);
+                    return Response::Assigned {
+                        ipv4,
+                        ipv6,
+                        mtu: self.pod_mtu(),
+                    };
+                }
                 let labels = self
                     .view
                     .node(self.node_name())
